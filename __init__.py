@@ -1,0 +1,8 @@
+"""BERT-Large, cased (``bert_cased_L-24_H-1024_A-16``) as a PaddleHub module on PaddlePaddle 3.
+
+The hub class lives in :mod:`.module`; this file stays import-light so that the
+command line (``python -m bert_cased_L_24_H_1024_A_16``) starts fast and the
+tokenizer works without Paddle being imported.
+"""
+
+__version__ = "1.1.0"
