@@ -1,0 +1,204 @@
+"""The BERT encoder as a ``paddle.nn.Layer``, and the static-graph programs built from it.
+
+The same :class:`BertModel` runs in dynamic mode (for data-parallel training, which on a
+CPU build of Paddle 3.3.1 works only there) and, built inside ``program_guard``, as the
+static program that ``context()`` hands out. Every parameter carries its 1.x name behind
+the 1.x hub prefix (SPEC section 3), e.g. ``@HUB_bert_cased_L-24_H-1024_A-16@word_embedding``.
+
+Computation (post-LayerNorm BERT, SPEC section 3):
+``emb = LN(word[ids] + pos[pos_ids] + sent[seg_ids])``; per layer
+``x = LN(x + MHA(x))``, ``x = LN(x + W2·gelu(W1·x))``; ``pooled = tanh(Wp·x[:, 0] + bp)``.
+"""
+
+import contextlib
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from .weights.names import HUB_PREFIX
+
+__all__ = ["FEED_NAMES", "MAX_SEQ_LEN", "BertModel", "StaticBert", "build_program", "static_mode",
+           "inference_clone", "set_parameters"]
+
+FEED_NAMES = ("input_ids", "position_ids", "segment_ids", "input_mask")
+MAX_SEQ_LEN = 512
+
+# Added to attention scores at padded keys; exp(-10000) underflows to 0 in float32.
+_MASK_BIAS = -10000.0
+
+
+def _attr(name, config, trainable, weight=False):
+    """ParamAttr for a parameter with 1.x name ``name`` (weights get BERT's truncated normal init)."""
+    initializer = nn.initializer.TruncatedNormal(std=config.initializer_range) if weight else None
+    return paddle.ParamAttr(name=HUB_PREFIX + name, initializer=initializer, trainable=trainable)
+
+
+def _linear(config, trainable, name, in_size, out_size):
+    return nn.Linear(in_size, out_size,
+                     weight_attr=_attr(name + ".w_0", config, trainable, weight=True),
+                     bias_attr=_attr(name + ".b_0", config, trainable))
+
+
+def _layer_norm(config, trainable, name):
+    return nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps,
+                        weight_attr=_attr(name + "_scale", config, trainable),
+                        bias_attr=_attr(name + "_bias", config, trainable))
+
+
+class _Embeddings(nn.Layer):
+    def __init__(self, config, trainable):
+        super().__init__()
+        h = config.hidden_size
+        self.word = nn.Embedding(config.vocab_size, h, weight_attr=_attr("word_embedding", config, trainable, True))
+        self.pos = nn.Embedding(config.max_position_embeddings, h,
+                                weight_attr=_attr("pos_embedding", config, trainable, True))
+        self.sent = nn.Embedding(config.type_vocab_size, h, weight_attr=_attr("sent_embedding", config, trainable, True))
+        self.norm = _layer_norm(config, trainable, "pre_encoder_layer_norm")
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, position_ids, segment_ids):
+        emb = self.word(input_ids) + self.pos(position_ids) + self.sent(segment_ids)
+        return self.dropout(self.norm(emb))
+
+
+class _EncoderLayer(nn.Layer):
+    def __init__(self, config, trainable, index):
+        super().__init__()
+        h, ffn = config.hidden_size, config.intermediate_size
+        prefix = f"encoder_layer_{index}_"
+        self.num_heads, self.head_size = config.num_attention_heads, config.head_size
+        self.query = _linear(config, trainable, prefix + "multi_head_att_query_fc", h, h)
+        self.key = _linear(config, trainable, prefix + "multi_head_att_key_fc", h, h)
+        self.value = _linear(config, trainable, prefix + "multi_head_att_value_fc", h, h)
+        self.attention_output = _linear(config, trainable, prefix + "multi_head_att_output_fc", h, h)
+        self.attention_norm = _layer_norm(config, trainable, prefix + "post_att_layer_norm")
+        self.ffn_in = _linear(config, trainable, prefix + "ffn_fc_0", h, ffn)
+        self.ffn_out = _linear(config, trainable, prefix + "ffn_fc_1", ffn, h)
+        self.ffn_norm = _layer_norm(config, trainable, prefix + "post_ffn_layer_norm")
+        self.attention_dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.hidden_dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def _split_heads(self, x):
+        """``[batch, seq, hidden]`` -> ``[batch, heads, seq, head_size]``."""
+        return x.reshape([0, 0, self.num_heads, self.head_size]).transpose([0, 2, 1, 3])
+
+    def forward(self, x, attention_bias):
+        q, k, v = (self._split_heads(proj(x)) for proj in (self.query, self.key, self.value))
+        scores = paddle.matmul(q, k, transpose_y=True) * (self.head_size ** -0.5) + attention_bias
+        probs = self.attention_dropout(F.softmax(scores, axis=-1))
+        context = paddle.matmul(probs, v).transpose([0, 2, 1, 3]).reshape([0, 0, self.num_heads * self.head_size])
+        x = self.attention_norm(x + self.hidden_dropout(self.attention_output(context)))
+        hidden = self.ffn_out(F.gelu(self.ffn_in(x), approximate=False))
+        return self.ffn_norm(x + self.hidden_dropout(hidden))
+
+
+class BertModel(nn.Layer):
+    """BERT encoder with 1.x parameter names.
+
+    ``forward`` takes four int64 ``[batch, seq]`` tensors (``FEED_NAMES``; ``input_mask`` is 1 at
+    real tokens, 0 at padding) and returns ``(sequence_output [batch, seq, hidden],
+    pooled_output [batch, hidden])``, float32.
+    """
+
+    def __init__(self, config, trainable=True):
+        super().__init__()
+        self.config = config
+        self.embeddings = _Embeddings(config, trainable)
+        self.layers = nn.LayerList([_EncoderLayer(config, trainable, i) for i in range(config.num_hidden_layers)])
+        self.pooler = _linear(config, trainable, "pooled_fc", config.hidden_size, config.hidden_size)
+
+    def forward(self, input_ids, position_ids, segment_ids, input_mask):
+        x = self.embeddings(input_ids, position_ids, segment_ids)
+        # [batch, 1, 1, seq]: 0 at real keys, _MASK_BIAS at padded keys.
+        attention_bias = (1.0 - input_mask.astype(x.dtype)).unsqueeze([1, 2]) * _MASK_BIAS
+        for layer in self.layers:
+            x = layer(x, attention_bias)
+        pooled = paddle.tanh(self.pooler(x[:, 0]))
+        return x, pooled
+
+
+class StaticBert:
+    """A static program holding :class:`BertModel`, with its feed and fetch values.
+
+    ``inputs``: ``{feed name: value}``, each int64 ``[-1, max_seq_len]`` (``-1`` when
+    ``max_seq_len`` is None); slot ``s > 1`` adds ``input_ids_s`` etc. ``outputs``:
+    ``sequence_output`` ``[-1, seq, hidden]`` and ``pooled_output`` ``[-1, hidden]`` float32
+    (``_s`` suffixed for later slots). All slots share one set of parameters.
+    """
+
+    def __init__(self, program, startup_program, inputs, outputs):
+        self.program = program
+        self.startup_program = startup_program
+        self.inputs = inputs
+        self.outputs = outputs
+
+
+@contextlib.contextmanager
+def static_mode():
+    """Runs the block in Paddle's static mode and restores the mode found on entry."""
+    was_dynamic = paddle.in_dynamic_mode()
+    paddle.enable_static()
+    try:
+        yield
+    finally:
+        if was_dynamic:
+            paddle.disable_static()
+
+
+def build_program(config, max_seq_len=None, num_slots=1, trainable=True, training=True):
+    """Builds a fresh static program for ``config`` (call in static mode).
+
+    ``training=False`` builds without dropout (for inference); ``trainable=False`` marks every
+    parameter as not trainable. Returns a :class:`StaticBert`; parameters are not initialised.
+    """
+    program, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(program, startup):
+        model = BertModel(config, trainable=trainable)
+        model.train() if training else model.eval()
+        inputs, outputs = {}, {}
+        seq = -1 if max_seq_len is None else max_seq_len
+        for slot in range(1, num_slots + 1):
+            suffix = "" if slot == 1 else f"_{slot}"
+            feeds = {name + suffix: paddle.static.data(name + suffix, [-1, seq], "int64") for name in FEED_NAMES}
+            sequence_output, pooled_output = model(*feeds.values())
+            inputs.update(feeds)
+            outputs["pooled_output" + suffix] = pooled_output
+            outputs["sequence_output" + suffix] = sequence_output
+    return StaticBert(program, startup, inputs, outputs)
+
+
+def inference_clone(program, values):
+    """A deterministic copy of a PIR ``program`` (dropout in test mode) and ``values`` mapped into it.
+
+    ``values``: a dict or list of the program's values (e.g. ``context()``'s ``outputs``). PIR
+    programs have no ``clone(for_test=True)`` and a clone's values are new objects, so fetch the
+    returned ones when running the copy. Feeds are matched by name and need no mapping.
+    """
+    mapping = paddle.base.libpaddle.pir.IrMapping()
+    copy = program.clone(mapping)
+    for op in copy.global_block().ops:
+        if op.has_attr("is_test"):
+            op.set_bool_attr("is_test", True)
+    if isinstance(values, dict):
+        return copy, {name: mapping.look_up(value) for name, value in values.items()}
+    return copy, [mapping.look_up(value) for value in values]
+
+
+def set_parameters(program, arrays, scope=None, place=None):
+    """Copies ``arrays`` (``{1.x name: float32 ndarray}``) into ``scope`` for every parameter of ``program``.
+
+    Raises ``KeyError`` naming parameters that have no array and ``ValueError`` on a shape mismatch.
+    """
+    scope = scope if scope is not None else paddle.static.global_scope()
+    place = place if place is not None else paddle.CPUPlace()
+    params = program.global_block().all_parameters()
+    missing = [p.name for p in params if p.name[len(HUB_PREFIX):] not in arrays]
+    if missing:
+        raise KeyError(f"no weights for parameters {missing}")
+    for param in params:
+        array = arrays[param.name[len(HUB_PREFIX):]]
+        if tuple(array.shape) != tuple(param.shape):
+            raise ValueError(f"parameter {param.name} has shape {list(param.shape)}, weights have {list(array.shape)}")
+        scope.var(param.name).get_tensor().set(np.ascontiguousarray(array, dtype=np.float32), place)
