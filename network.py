@@ -17,12 +17,12 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from .feeder import FEED_NAMES
 from .weights.names import HUB_PREFIX
 
 __all__ = ["FEED_NAMES", "MAX_SEQ_LEN", "BertModel", "StaticBert", "build_program", "static_mode",
            "inference_clone", "set_parameters"]
 
-FEED_NAMES = ("input_ids", "position_ids", "segment_ids", "input_mask")
 MAX_SEQ_LEN = 512
 
 # Added to attention scores at padded keys; exp(-10000) underflows to 0 in float32.
