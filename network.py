@@ -11,6 +11,7 @@ Computation (post-LayerNorm BERT, SPEC section 3):
 """
 
 import contextlib
+import dataclasses
 
 import numpy as np
 import paddle
@@ -80,15 +81,16 @@ class _EncoderLayer(nn.Layer):
         self.attention_dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.hidden_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def _split_heads(self, x):
-        """``[batch, seq, hidden]`` -> ``[batch, heads, seq, head_size]``."""
-        return x.reshape([0, 0, self.num_heads, self.head_size]).transpose([0, 2, 1, 3])
+    def _split_heads(self, rows, seq_len):
+        """``[batch*seq, hidden]`` -> ``[batch, heads, seq, head_size]``."""
+        return rows.reshape([-1, seq_len, self.num_heads, self.head_size]).transpose([0, 2, 1, 3])
 
-    def forward(self, x, attention_bias):
-        q, k, v = (self._split_heads(proj(x)) for proj in (self.query, self.key, self.value))
+    def forward(self, x, attention_bias, seq_len):
+        """``x``: ``[batch*seq, hidden]`` rows, so that every projection is one GEMM."""
+        q, k, v = (self._split_heads(proj(x), seq_len) for proj in (self.query, self.key, self.value))
         scores = paddle.matmul(q, k, transpose_y=True) * (self.head_size ** -0.5) + attention_bias
         probs = self.attention_dropout(F.softmax(scores, axis=-1))
-        context = paddle.matmul(probs, v).transpose([0, 2, 1, 3]).reshape([0, 0, self.num_heads * self.head_size])
+        context = paddle.matmul(probs, v).transpose([0, 2, 1, 3]).reshape([-1, self.num_heads * self.head_size])
         x = self.attention_norm(x + self.hidden_dropout(self.attention_output(context)))
         hidden = self.ffn_out(F.gelu(self.ffn_in(x), approximate=False))
         return self.ffn_norm(x + self.hidden_dropout(hidden))
@@ -111,10 +113,15 @@ class BertModel(nn.Layer):
 
     def forward(self, input_ids, position_ids, segment_ids, input_mask):
         x = self.embeddings(input_ids, position_ids, segment_ids)
+        hidden, seq_len = self.config.hidden_size, input_ids.shape[1]
+        if seq_len < 0:  # A static program fed any length: known only at run time.
+            seq_len = paddle.shape(input_ids)[1]
         # [batch, 1, 1, seq]: 0 at real keys, _MASK_BIAS at padded keys.
         attention_bias = (1.0 - input_mask.astype(x.dtype)).unsqueeze([1, 2]) * _MASK_BIAS
+        rows = x.reshape([-1, hidden])
         for layer in self.layers:
-            x = layer(x, attention_bias)
+            rows = layer(rows, attention_bias, seq_len)
+        x = rows.reshape([-1, seq_len, hidden])
         pooled = paddle.tanh(self.pooler(x[:, 0]))
         return x, pooled
 
@@ -153,6 +160,8 @@ def build_program(config, max_seq_len=None, num_slots=1, trainable=True, trainin
     ``training=False`` builds without dropout (for inference); ``trainable=False`` marks every
     parameter as not trainable. Returns a :class:`StaticBert`; parameters are not initialised.
     """
+    if not training:  # Dropout with probability 0 emits no op at all (eval mode would keep is_test ops).
+        config = dataclasses.replace(config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     program, startup = paddle.static.Program(), paddle.static.Program()
     with paddle.static.program_guard(program, startup):
         model = BertModel(config, trainable=trainable)
