@@ -1,0 +1,530 @@
+"""Downloading the pretrained weights (SPEC section 4) and installing them, with the standard library only.
+
+Each source is a list of files fetched over HTTP(S) with :func:`fetch`, which
+
+- streams into ``<file>.part`` in a download cache folder, beside a small ``<file>.part.json`` that records
+  the URL and what the server said about the file (length, ETag, Last-Modified);
+- resumes an interrupted download with a ``Range`` request (``If-Range`` guards against a file that changed
+  on the server); a server that answers ``200`` instead of ``206`` is read again from the start, and a
+  ``206`` whose ``Content-Range`` does not continue the partial file, or whose total differs from the
+  recorded one, makes the partial file discarded;
+- bounds every wait: each connect and each read waits at most ``timeout`` seconds, and a transient failure
+  (timeout, reset or cut connection, 5xx, 408, 429) is retried ``retries`` times, resuming each time, so
+  a stalled server costs at most about ``(retries + 1) * timeout`` seconds plus short pauses;
+- checks sizes: the bytes received must match ``Content-Length``/``Content-Range`` (a cut connection is
+  a transient failure, resumed), there must be room on the disk, and the file must not be empty;
+- shows a tqdm progress bar on stderr when stderr is a terminal.
+
+:func:`download_and_install` then checks the structure of what arrived (gzip/tar magic, the pickle header of
+a ``.pdparams``, the safetensors header against the file size, ``config.json`` as JSON), reads and checks
+the checkpoint with :func:`weights.read_checkpoint` and installs it with :func:`weights.install`, which
+swaps the new weights dir in atomically. A download that is rejected leaves the previous weights dir as it
+was, and its files are deleted from the cache (they are bad); a download that failed on the network keeps
+its ``.part`` file for the next run to resume. After a successful install the cache is removed unless
+``keep_download`` is set.
+"""
+
+import dataclasses
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import struct
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+__all__ = ["DownloadError", "RemoteFile", "Source", "SOURCES", "DEFAULT_SOURCE", "source_files", "fetch",
+           "default_cache_dir", "check_structure", "download_and_install"]
+
+_USER_AGENT = "bert_cased_L_24_H_1024_A_16-download/1.1.0 (+python urllib)"
+_CHUNK = 1 << 20
+# HTTP statuses worth another try: the server or something on the way may answer differently in a moment.
+_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+class DownloadError(Exception):
+    """A download that failed: the message says which URL, what happened, and what is kept for a resume."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteFile:
+    """One file of a source: its name in the cache folder and its default URL."""
+
+    name: str
+    url: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A place the pretrained weights can be downloaded from.
+
+    ``checkpoint`` is the path, relative to the cache folder, handed to :func:`weights.read_checkpoint`
+    (``"."`` for the folder itself).
+    """
+
+    name: str
+    description: str
+    files: tuple
+    checkpoint: str
+
+
+SOURCES = {
+    "paddlehub": Source(
+        "paddlehub", "the PaddleHub 1.x release archive (assets.tar.gz: params/, vocab.txt, bert_config.json)",
+        (RemoteFile("assets.tar.gz",
+                    "https://paddlehub.bj.bcebos.com/model/nlp/bert_cased_L_24_H_1024_A_16/assets.tar.gz"),),
+        "assets.tar.gz"),
+    "paddlenlp": Source(
+        "paddlenlp", "PaddleNLP's bert-large-cased state dict (bert-large-cased.pdparams; the package's vocabulary)",
+        (RemoteFile("bert-large-cased.pdparams",
+                    "http://bj.bcebos.com/paddlenlp/models/transformers/bert/bert-large-cased.pdparams"),),
+        "bert-large-cased.pdparams"),
+    "huggingface": Source(
+        "huggingface", "the Hugging Face checkpoint bert-large-cased (config.json, vocab.txt, model.safetensors)",
+        tuple(RemoteFile(name, f"https://huggingface.co/bert-large-cased/resolve/main/{name}")
+              for name in ("config.json", "vocab.txt", "model.safetensors")),
+        "."),
+}
+DEFAULT_SOURCE = "huggingface"
+
+
+def source_files(source, url=None):
+    """The files of ``source`` (a name in SOURCES) as RemoteFile, with URLs taken from the mirror ``url``.
+
+    ``url`` is a base URL (``https://mirror/path/``: each file is fetched as ``<base>/<file name>``), or,
+    for a source of one file, that file's full URL when it ends with the file's name.
+    """
+    try:
+        src = SOURCES[source]
+    except KeyError:
+        raise DownloadError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}") from None
+    if not url:
+        return list(src.files)
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise DownloadError(f"mirror URL {url!r} must be an http:// or https:// URL")
+    if len(src.files) == 1 and parsed.path.rstrip("/").endswith("/" + src.files[0].name):
+        return [RemoteFile(src.files[0].name, url)]
+    base = url if url.endswith("/") else url + "/"
+    return [RemoteFile(f.name, urllib.parse.urljoin(base, urllib.parse.quote(f.name))) for f in src.files]
+
+
+def default_cache_dir(dest_dir):
+    """Where downloads wait until installed: ``<weights dir>.download`` (same disk, so no second copy elsewhere)."""
+    return os.path.abspath(os.path.expanduser(dest_dir)).rstrip(os.sep) + ".download"
+
+
+# -- one file ------------------------------------------------------------------------------------------------
+
+class _Transient(Exception):
+    """A failure worth another try (the partial file is kept)."""
+
+
+def fetch(url, path, timeout=30.0, retries=3, progress=None, backoff=1.0, label=None):
+    """Downloads ``url`` to ``path`` (resuming ``path + ".part"`` if a previous try left one); returns
+    ``{"url", "size", "resumed_from", "attempts"}``.
+
+    Waits at most ``timeout`` seconds for a connection or for each read; retries transient failures
+    ``retries`` times, pausing ``backoff * 2**n`` seconds (at most 10). ``progress``: True, False, or None
+    for a bar only when stderr is a terminal. Raises DownloadError with a one-paragraph message.
+    """
+    label = label or os.path.basename(path)
+    part, meta_path = path + ".part", path + ".part.json"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    meta = _read_json(meta_path)
+    if meta.get("url") != url:  # a part of another URL (or none): start afresh
+        _remove(part)
+        meta = {"url": url}
+    resumed_from = _size(part)
+    attempts, reason = 0, None
+    while attempts <= retries:
+        if attempts:
+            time.sleep(min(backoff * 2 ** (attempts - 1), 10.0))
+        attempts += 1
+        try:
+            done = _fetch_once(url, part, meta, meta_path, timeout, progress, label)
+        except _Transient as e:
+            reason = str(e)
+            continue
+        if done:
+            os.replace(part, path)
+            _remove(meta_path)
+            return {"url": url, "size": _size(path), "resumed_from": resumed_from, "attempts": attempts}
+    kept = _size(part)
+    keep = (f"; {kept} bytes are kept in {part} and the next run resumes from there" if kept
+            else "")
+    raise DownloadError(f"could not download {url} after {attempts} attempt{'s' * (attempts > 1)}: "
+                        f"{reason}{keep}")
+
+
+def _fetch_once(url, part, meta, meta_path, timeout, progress, label):
+    """One request; True when the file is complete. Raises _Transient or DownloadError."""
+    offset = _size(part)
+    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        validator = meta.get("etag") or meta.get("last_modified")
+        if validator and not validator.startswith("W/"):
+            headers["If-Range"] = validator
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        e.close()
+        if e.code == 416 and offset:
+            total = _content_range_total(e.headers.get("Content-Range"))
+            if total is not None and total == offset and meta.get("total") in (None, total):
+                return True  # the partial file was complete already
+            _remove(part)  # the part does not fit what the server has: start afresh
+            raise _Transient(f"the server refused to resume at byte {offset} (HTTP 416); starting afresh") from None
+        if e.code in _TRANSIENT_STATUS:
+            raise _Transient(f"HTTP {e.code} {e.reason}") from None
+        hint = "; check the URL (with --url, each file is fetched as <URL>/<file name>)" if e.code == 404 else ""
+        raise DownloadError(f"could not download {url}: HTTP {e.code} {e.reason}{hint}") from None
+    except (TimeoutError, socket.timeout) as e:
+        raise _Transient(f"no answer within {timeout:g} s (the timeout)") from None
+    except urllib.error.URLError as e:
+        reason = e.reason
+        if isinstance(reason, (TimeoutError, socket.timeout)):
+            raise _Transient(f"no answer within {timeout:g} s (the timeout)") from None
+        if isinstance(reason, str) and reason.startswith("unknown url type"):
+            raise DownloadError(f"cannot download {url}: {reason}") from None
+        raise _Transient(f"cannot connect: {reason}") from None
+    except (http.client.HTTPException, ConnectionError, OSError) as e:
+        raise _Transient(f"connection failed: {type(e).__name__}: {e}") from None
+
+    with response:
+        status = response.status
+        length = _int_header(response.headers.get("Content-Length"))
+        if status == 206 and offset:
+            start, total = _content_range(response.headers.get("Content-Range"))
+            if start != offset or (meta.get("total") is not None and total != meta["total"]):
+                _remove(part)
+                raise _Transient(f"the server resumed at an unexpected place (Content-Range "
+                                 f"{response.headers.get('Content-Range')!r} for a partial file of {offset} "
+                                 "bytes); starting afresh")
+            if length is not None and total is not None and start + length != total:
+                raise DownloadError(f"{url}: inconsistent sizes from the server (Content-Range "
+                                    f"{response.headers.get('Content-Range')!r}, Content-Length {length})")
+            mode = "ab"
+        elif status == 200:
+            if offset:  # the server ignored the Range header or the file changed (If-Range): from the start
+                offset = 0
+            total, mode = length, "wb"
+        else:
+            raise DownloadError(f"could not download {url}: unexpected HTTP {status} {response.reason}")
+        meta.update(total=total, etag=response.headers.get("ETag"),
+                    last_modified=response.headers.get("Last-Modified"))
+        _write_json(meta_path, meta)
+        if total is not None:
+            _check_disk_space(part, total - offset, url)
+        received = offset
+        bar = _progress_bar(progress, total, offset, label)
+        try:
+            with open(part, mode) as f:
+                while True:
+                    try:
+                        chunk = response.read1(_CHUNK if total is None else min(_CHUNK, total - received) or 1)
+                    except (TimeoutError, socket.timeout):
+                        raise _Transient(f"the server stalled: no data for {timeout:g} s (the timeout) after "
+                                         f"{received} of {_describe(total)} bytes") from None
+                    except (http.client.HTTPException, ConnectionError, OSError) as e:
+                        raise _Transient(f"the connection broke after {received} of {_describe(total)} bytes "
+                                         f"({type(e).__name__}: {e})") from None
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    received += len(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+                    if total is not None and received >= total:
+                        break
+        finally:
+            if bar is not None:
+                bar.close()
+    if total is not None and received < total:
+        raise _Transient(f"the connection closed after {received} of {total} bytes")
+    if total is not None and received > total:
+        _remove(part)
+        raise DownloadError(f"{url}: received {received} bytes, more than the {total} announced; discarded")
+    if received == 0:
+        _remove(part)
+        raise DownloadError(f"{url}: the server sent an empty file")
+    return True
+
+
+def _progress_bar(progress, total, initial, label):
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+                file=sys.stderr, dynamic_ncols=True, leave=True)
+
+
+def _content_range(value):
+    """``(start, total or None)`` of ``bytes start-end/total``; raises _Transient for garbage."""
+    try:
+        unit, rest = value.strip().split(" ", 1)
+        span, total = rest.split("/", 1)
+        start = int(span.split("-", 1)[0])
+        if unit != "bytes":
+            raise ValueError(unit)
+        return start, None if total.strip() == "*" else int(total)
+    except (AttributeError, ValueError):
+        raise _Transient(f"the server sent an unreadable Content-Range {value!r}") from None
+
+
+def _content_range_total(value):
+    try:
+        return int(value.rsplit("/", 1)[1])
+    except (AttributeError, IndexError, ValueError):
+        return None
+
+
+def _int_header(value):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number >= 0 else None
+
+
+def _describe(total):
+    return "an unknown number of" if total is None else str(total)
+
+
+def _check_disk_space(path, needed, url):
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        return
+    if needed > free:
+        raise DownloadError(f"not enough disk space for {url}: {needed} more bytes needed in "
+                            f"{os.path.dirname(os.path.abspath(path))}, {free} free")
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f)
+    os.replace(tmp, path)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- structure checks before the (slower) full read ------------------------------------------------------------
+
+def check_structure(path):
+    """Cheap checks that a downloaded file is what its name says; raises DownloadError; returns the check's name.
+
+    ``.tar.gz``/``.tgz``: gzip magic; ``.pdparams``: a pickle (protocol 2+) header; ``.safetensors``: the JSON
+    header, and that the tensors' data ends exactly where the file ends (a truncated file fails here);
+    ``.json``: a JSON object; ``vocab.txt``: UTF-8 text. The full checks (every tensor, names, shapes,
+    values, vocabulary) are read_checkpoint's.
+    """
+    name = os.path.basename(path)
+    size = _size(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+        if name.endswith((".tar.gz", ".tgz")):
+            if not head.startswith(b"\x1f\x8b"):
+                raise DownloadError(f"{path} is not a gzip archive (it starts with {head[:8]!r}); a wrong URL "
+                                    "or an error page?")
+            f.seek(0)
+            _check_gzip(f, path)
+            return "gzip_crc_and_length"
+        if name.endswith(".pdparams"):
+            if not (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+                raise DownloadError(f"{path} is not a pickled state dict (it starts with {head[:8]!r}); a wrong "
+                                    "URL or an error page?")
+            return "pickle_header"
+        if name.endswith(".safetensors"):
+            _check_safetensors(f, path, size, head)
+            return "safetensors_header_and_size"
+        if name.endswith(".json"):
+            f.seek(0)
+            try:
+                value = json.loads(f.read(1 << 24).decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as e:
+                raise DownloadError(f"{path} is not valid JSON ({e}); a wrong URL or an error page?") from None
+            if not isinstance(value, dict):
+                raise DownloadError(f"{path} must hold a JSON object")
+            return "json"
+        if name.endswith(".txt"):
+            f.seek(0)
+            try:
+                text = f.read().decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DownloadError(f"{path} is not UTF-8 text ({e})") from None
+            if text.lstrip().lower().startswith(("<!doctype", "<html")):
+                raise DownloadError(f"{path} is an HTML page, not a vocabulary; a wrong URL?")
+            return "utf8_text"
+    return "size"
+
+
+def _check_gzip(f, path):
+    """Decompresses the whole (possibly multi-member) gzip stream, so its CRC-32 and length trailers are checked:
+    a tar reader in stream mode can stop at a damaged header as if the archive ended there."""
+    import zlib
+
+    decompressor = zlib.decompressobj(wbits=31)
+    try:
+        while True:
+            block = f.read(_CHUNK)
+            if not block:
+                break
+            while block:
+                decompressor.decompress(block, _CHUNK)
+                while decompressor.unconsumed_tail:
+                    decompressor.decompress(decompressor.unconsumed_tail, _CHUNK)
+                if decompressor.eof:  # a member ends; what follows is the next member (or padding)
+                    block = decompressor.unused_data
+                    if block.strip(b"\0"):
+                        decompressor = zlib.decompressobj(wbits=31)
+                    else:
+                        block = b""
+                else:
+                    block = b""
+    except zlib.error as e:
+        raise DownloadError(f"{path} is a corrupt gzip archive ({e})") from None
+    if not decompressor.eof:
+        raise DownloadError(f"{path} is a truncated gzip archive (the compressed stream ends early)")
+
+
+def _check_safetensors(f, path, size, head):
+    if len(head) < 8:
+        raise DownloadError(f"{path} is truncated: {size} bytes, too short for a safetensors header")
+    (header_size,) = struct.unpack("<Q", head[:8])
+    if header_size > min(size - 8, 100 << 20):
+        raise DownloadError(f"{path} is truncated or not a safetensors file: its header claims {header_size} bytes "
+                            f"in a file of {size}")
+    f.seek(8)
+    try:
+        header = json.loads(f.read(header_size).decode("utf-8"))
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError) as e:
+        raise DownloadError(f"{path} has an unreadable safetensors header ({type(e).__name__}: {e})") from None
+    data = size - 8 - header_size
+    if max(ends, default=0) != data:
+        problem = "truncated" if max(ends, default=0) > data else "longer than its tensors"
+        raise DownloadError(f"{path} is {problem}: its tensors need {max(ends, default=0)} data bytes, the file "
+                            f"has {data}")
+
+
+# -- a whole source --------------------------------------------------------------------------------------------
+
+def download_and_install(source=DEFAULT_SOURCE, url=None, dest_dir=None, cache_dir=None, config=None,
+                         allow_pickle=False, timeout=30.0, retries=3, backoff=1.0, keep_download=False,
+                         progress=None, log=None):
+    """Downloads ``source`` (from the mirror ``url`` if given), checks it and installs it as the weights dir
+    ``dest_dir`` (default: weights.default_weights_dir()); returns the installed dir.
+
+    ``config`` (a BertConfig) is for checkpoints without one of their own (PaddleNLP's); ``allow_pickle`` as in
+    weights.read_checkpoint. ``log(message)`` receives progress lines (default: stderr).
+    Raises DownloadError (network, structure) or weights.WeightsError (content); either way the previous
+    weights dir is untouched.
+    """
+    from . import weights
+
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    files = source_files(source, url)
+    src = SOURCES[source]
+    dest_dir = os.path.abspath(os.path.expanduser(dest_dir or weights.default_weights_dir()))
+    if os.path.lexists(dest_dir) and not (weights.is_weights_dir(dest_dir)
+                                          or (os.path.isdir(dest_dir) and not os.listdir(dest_dir))):
+        raise DownloadError(f"refusing to install into {dest_dir}: it exists and is neither a weights dir nor "
+                            "an empty folder")
+    folder = os.path.join(os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir(dest_dir))), source)
+    os.makedirs(folder, exist_ok=True)
+    fetched, checks = {}, []
+    for remote in files:
+        path = os.path.join(folder, remote.name)
+        stamp = _read_json(path + ".json")
+        if os.path.isfile(path) and stamp.get("url") == remote.url and stamp.get("size") == _size(path):
+            log(f"using {remote.name} downloaded before ({stamp['size']} bytes, {path})")
+            fetched[remote.name] = stamp
+            continue
+        _remove(path)
+        log(f"downloading {remote.url}")
+        info = fetch(remote.url, path, timeout=timeout, retries=retries, progress=progress, backoff=backoff,
+                     label=remote.name)
+        if info["resumed_from"]:
+            log(f"resumed {remote.name} at byte {info['resumed_from']}")
+        _write_json(path + ".json", info)
+        fetched[remote.name] = info
+    try:
+        for remote in files:
+            checks.append(f"{remote.name}: {check_structure(os.path.join(folder, remote.name))}")
+        log(f"reading and checking {src.description}")
+        checkpoint = weights.read_checkpoint(os.path.normpath(os.path.join(folder, src.checkpoint)), config,
+                                             allow_pickle)
+        vocab = checkpoint.vocab_file or weights.PACKAGE_VOCAB_FILE
+        weights.check_vocab(vocab, checkpoint.config)
+    except (DownloadError, weights.WeightsError) as e:
+        for remote in files:
+            for suffix in ("", ".json"):
+                _remove(os.path.join(folder, remote.name + suffix))
+        previous = (f"the weights in {dest_dir} are as they were" if os.path.lexists(dest_dir)
+                    else f"{dest_dir} was not created")
+        raise type(e)(f"rejected the download from {source}: {e}\nNothing was installed ({previous}); the "
+                      f"downloaded files were deleted.") from None
+    package_vocab = weights.read_vocab(weights.PACKAGE_VOCAB_FILE)
+    source_info = {
+        "format": checkpoint.source_format,
+        "source": source,
+        "downloaded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "files": {name: {"url": info["url"], "size": info["size"],
+                         "sha256": _sha256(os.path.join(folder, name))} for name, info in fetched.items()},
+        "download_checks": ["http_status", "content_length"] + checks,
+        "vocab_from": "checkpoint" if checkpoint.vocab_file else "package",
+        "vocab_matches_package": weights.read_vocab(vocab) == package_vocab,
+    }
+    log(f"installing into {dest_dir}")
+    installed = weights.install(checkpoint.arrays, checkpoint.config, vocab, dest_dir, source_info)
+    if not keep_download:
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.rmdir(os.path.dirname(folder))  # the cache root, when no other source is cached there
+        except OSError:
+            pass
+    return installed

@@ -1,0 +1,166 @@
+"""The PaddleHub module class: a thin layer that wires tokenizer, feeder, network and weights.
+
+Reached as ``hub.Module(name="bert_cased_L-24_H-1024_A-16")``, ``hub.Module(directory=...)``
+or ``from bert_cased_L_24_H_1024_A_16.module import BertCasedLarge``. Works without
+paddlehub installed; paddlehub only adds the hub integration.
+"""
+
+import os
+
+from .config import DEFAULT_CONFIG_FILE, BertConfig
+from .feeder import Feeder
+from .finetune import register_with_paddlehub
+from .network import MAX_SEQ_LEN
+from .tokenizer import BertTokenizer
+from .weights import MissingWeightsError, find_weights, load_weights, read_manifest
+from .weights.names import HUB_PREFIX, legacy_parameter_shapes, layer_of
+from .serving import serve_request  # importing it also guards `hub serving` against non-object JSON bodies
+
+try:
+    from paddlehub.module.module import moduleinfo, runnable, serving
+except ImportError:  # paddlehub is optional: without it the class is a plain Python class.
+    def moduleinfo(**info):
+        def decorate(cls):
+            for key, value in info.items():
+                setattr(cls, key, value)
+            return cls
+        return decorate
+
+    def runnable(func):
+        return func
+
+    def serving(func):
+        return func
+
+ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+VOCAB_FILE = os.path.join(ASSETS_DIR, "vocab.txt")
+
+
+@moduleinfo(
+    name="bert_cased_L-24_H-1024_A-16",
+    version="1.1.0",
+    summary="bert_cased_L-24_H-1024_A-16, 24-layer, 1024-hidden, 16-heads, 340M parameters",
+    author="paddlepaddle",
+    author_email="paddle-dev@baidu.com",
+    type="nlp/semantic_model",
+)
+class BertCasedLarge:
+    """BERT-Large, cased, as a PaddleHub module.
+
+    ``weights_dir``: an installed weights folder (``bert_config.json``, ``vocab.txt``,
+    ``params/``); by default the one :func:`weights.find_weights` picks. Weights are read
+    only when a method needs them, so the tokenizer works before any are installed.
+    """
+
+    # PaddleHub's RunModule runs every public method in static mode and, when one raises,
+    # leaves the whole process there. Each method here manages the mode itself.
+    __getattribute__ = object.__getattribute__
+
+    def __init__(self, weights_dir=None):
+        self._weights_dir = weights_dir
+        self._config = None
+        self._tokenizer = None
+        # 1.x examples reach the strategies as hub.finetune.strategy.ULMFiTStrategy; PaddleHub 2.4
+        # only has placeholders there, which this replaces (a no-op without paddlehub).
+        register_with_paddlehub()
+
+    # -- what the methods share ----------------------------------------------------------
+
+    @property
+    def weights_dir(self):
+        """The weights folder in use; raises ``MissingWeightsError`` saying how to install one."""
+        if self._weights_dir is None:
+            self._weights_dir = find_weights(extra_candidates=[ASSETS_DIR])
+        return self._weights_dir
+
+    def _installed_file(self, name, fallback):
+        """``name`` inside the weights folder when weights are installed and have it, else ``fallback``."""
+        try:
+            candidate = os.path.join(self.weights_dir, name)
+        except MissingWeightsError:
+            return fallback
+        return candidate if os.path.exists(candidate) else fallback
+
+    @property
+    def config(self):
+        """The :class:`BertConfig` of the installed weights, or of the release when none are installed."""
+        if self._config is None:
+            self._config = BertConfig.from_json_file(self._installed_file("bert_config.json", DEFAULT_CONFIG_FILE))
+        return self._config
+
+    @property
+    def tokenizer(self):
+        """The cased WordPiece tokenizer over :meth:`get_vocab_path`."""
+        if self._tokenizer is None:
+            self._tokenizer = BertTokenizer(self.get_vocab_path(), do_lower_case=False)
+        return self._tokenizer
+
+    def get_vocab_path(self):
+        """Path of the vocabulary file: the installed weights' ``vocab.txt``, else the module's own."""
+        return self._installed_file("vocab.txt", VOCAB_FILE)
+
+    def feeder(self, max_seq_len=MAX_SEQ_LEN):
+        """A :class:`Feeder` that turns texts into this module's feeds, truncating at ``max_seq_len``."""
+        return Feeder(self.tokenizer, max_seq_len=max_seq_len)
+
+    def weights_info(self):
+        """The manifest of the installed weights (source, checks), or ``{}`` for a bare 1.x folder."""
+        return read_manifest(self.weights_dir)
+
+    # -- the 1.x API ---------------------------------------------------------------------
+
+    def context(self, trainable=True, max_seq_len=128, num_slots=1):
+        """The pretrained network as a static program, for networks built on top of it.
+
+        Returns ``(inputs, outputs, program)``: ``inputs`` maps ``input_ids``, ``position_ids``,
+        ``segment_ids``, ``input_mask`` (int64 ``[batch, max_seq_len]``) to the program's feed
+        values; ``outputs`` maps ``pooled_output`` (float32 ``[batch, hidden]``) and
+        ``sequence_output`` (float32 ``[batch, max_seq_len, hidden]``) to its values; slots 2 and 3
+        add ``_2``/``_3`` entries sharing the same parameters. The pretrained weights are copied
+        into ``paddle.static.global_scope()`` under the parameters' 1.x names (every call copies
+        them again). The program is a training program (dropout on); use
+        :func:`network.inference_clone` for a deterministic copy. Paddle is left in static mode,
+        which the returned program needs.
+        """
+        _check_int("max_seq_len", max_seq_len, 1, MAX_SEQ_LEN)
+        _check_int("num_slots", num_slots, 1, 3)
+        if not isinstance(trainable, bool):
+            raise TypeError(f"trainable must be a bool, got {trainable!r}")
+        import paddle
+
+        from .network import build_program, set_parameters
+
+        config, arrays = load_weights(self.weights_dir)
+        paddle.enable_static()
+        bert = build_program(config, max_seq_len=max_seq_len, num_slots=num_slots, trainable=trainable)
+        set_parameters(bert.program, arrays)
+        return bert.inputs, bert.outputs, bert.program
+
+    def get_params_layer(self):
+        """``{parameter name in the program: encoder layer index}`` for every parameter.
+
+        Encoder parameters map to their layer (0 .. 23); unlike 1.x, the embeddings and the
+        pre-encoder layer norm map to layer 0 and the pooler to the top layer, so layer-wise
+        learning rates and gradual unfreezing cover the whole network. Needs no ``context()``.
+        """
+        config = self.config
+        return {HUB_PREFIX + name: layer_of(name, config) for name in legacy_parameter_shapes(config)}
+
+    # -- hub run and hub serving -----------------------------------------------------------
+
+    @runnable
+    def run_cmd(self, argvs):
+        """``hub run bert_cased_L-24_H-1024_A-16 --input_text TEXT | --input_file FILE``; see cli.py."""
+        from .cli import run_hub_command
+
+        return run_hub_command(self, argvs)
+
+    @serving
+    def serving_method(self, **kwargs):
+        """``hub serving``: ``POST /predict/bert_cased_L-24_H-1024_A-16``, body ``{"texts": [...]}``; see serving.py."""
+        return serve_request(self, kwargs)
+
+
+def _check_int(name, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an int from {low} to {high}, got {value!r}")
