@@ -1,5 +1,6 @@
 """Fixtures shared by the network, module and hub tests: tiny configurations and their weights."""
 
+import os
 import pathlib
 
 import numpy as np
@@ -19,6 +20,21 @@ TINY_CONFIGS = {
     "odd": BertConfig(hidden_size=24, num_hidden_layers=3, num_attention_heads=3, intermediate_size=40,
                       max_position_embeddings=40, type_vocab_size=3),
 }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_hub_home(tmp_path_factory):
+    """Keeps PaddleHub's home and the inference-model cache of every test out of the user's ~/.paddlehub."""
+    home = tmp_path_factory.mktemp("hub_home")
+    saved = {name: os.environ.get(name) for name in ("HUB_HOME", "BERT_CASED_L_24_H_1024_A_16_CACHE")}
+    os.environ["HUB_HOME"] = str(home)
+    os.environ["BERT_CASED_L_24_H_1024_A_16_CACHE"] = str(home / "cache")
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)
