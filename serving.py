@@ -26,6 +26,7 @@ other module, to the original function. A JSON ``null`` body still gets PaddleHu
 every one of these.
 """
 
+import json
 import sys
 
 __all__ = ["PARAMETERS", "MAX_TEXTS", "MAX_SEQUENCE_TOKENS", "RequestError", "validate_request", "serve_request",
@@ -44,6 +45,7 @@ PARAMETERS = {
     "batch_size": (1, f"int from 1 to {MAX_BATCH_SIZE}"),
     "max_seq_len": (512, "int from 1 to 512: tokens per sample, [CLS]/[SEP] included; longer input is truncated"),
     "use_gpu": (False, "bool: run on the GPU (only on a server that has one)"),
+    "precision": ("fp32", '"fp32" or "bf16" (oneDNN bfloat16, on CPUs that have it)'),
     "return_sequence": (True, "bool: include sequence_output (one feature per token)"),
     "return_tokens": (False, "bool: include the tokens each feature belongs to"),
 }
@@ -73,6 +75,13 @@ def _check_bool(kwargs, name):
     value = kwargs.get(name, PARAMETERS[name][0])
     if not isinstance(value, bool):
         raise RequestError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _check_choice(kwargs, name, choices):
+    value = kwargs.get(name, PARAMETERS[name][0])
+    if value not in choices or not isinstance(value, str):
+        raise RequestError(f"{name} must be one of {', '.join(map(json.dumps, choices))}, got {value!r}")
     return value
 
 
@@ -113,6 +122,7 @@ def validate_request(kwargs):
         "batch_size": _check_int(kwargs, "batch_size", 1, MAX_BATCH_SIZE),
         "max_seq_len": _check_int(kwargs, "max_seq_len", 1, 512),
         "use_gpu": _check_bool(kwargs, "use_gpu"),
+        "precision": _check_choice(kwargs, "precision", ("fp32", "bf16")),
         "return_sequence": _check_bool(kwargs, "return_sequence"),
         "return_tokens": _check_bool(kwargs, "return_tokens"),
     }
@@ -149,8 +159,9 @@ def serve_request(module, kwargs):
         params = validate_request(kwargs)
         if params["use_gpu"] and not _has_gpu():
             raise RequestError("use_gpu is true, but this server has no GPU (a CPU build of Paddle, or no device)")
+        extra = {} if params["precision"] == "fp32" else {"precision": params["precision"]}
         results = module.get_embedding([list(s) for s in params["texts"]], use_gpu=params["use_gpu"],
-                                       batch_size=params["batch_size"], max_seq_len=params["max_seq_len"])
+                                       batch_size=params["batch_size"], max_seq_len=params["max_seq_len"], **extra)
         return features_to_json(module, params["texts"], results, params["max_seq_len"],
                                 params["return_sequence"], params["return_tokens"])
     except RequestError as e:
