@@ -187,7 +187,7 @@ def _fetch_once(url, part, meta, meta_path, timeout, progress, label):
             raise _Transient(f"HTTP {e.code} {e.reason}") from None
         hint = "; check the URL (with --url, each file is fetched as <URL>/<file name>)" if e.code == 404 else ""
         raise DownloadError(f"could not download {url}: HTTP {e.code} {e.reason}{hint}") from None
-    except (TimeoutError, socket.timeout) as e:
+    except (TimeoutError, socket.timeout):
         raise _Transient(f"no answer within {timeout:g} s (the timeout)") from None
     except urllib.error.URLError as e:
         reason = e.reason

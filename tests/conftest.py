@@ -2,6 +2,9 @@
 
 import os
 import pathlib
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -107,3 +110,33 @@ def feeds_with_padding(config, lengths, seq_len, seed=0):
     return {"input_ids": input_ids.astype(np.int64), "position_ids": position_ids,
             "segment_ids": segment_ids, "input_mask": mask}
 
+
+
+# -- PaddleHub, offline ------------------------------------------------------------------------
+
+# What `git clone` gives a user: the tracked tree, without local environments and caches.
+NOT_IN_A_CLONE = shutil.ignore_patterns(".git", ".venv", "venv", "__pycache__", "*.egg-info", "build", "dist",
+                                        ".pytest_cache")
+
+
+def clean_clone(dest):
+    """Copies the repository to ``dest`` as a user's clone holds it (``hub install`` copies the whole folder)."""
+    shutil.copytree(REPO_ROOT, dest, ignore=NOT_IN_A_CLONE)
+    return dest
+
+
+def offline_hub_home(path):
+    """A PaddleHub home whose server is a closed port on this machine (refused at once, never waited on)."""
+    (path / "conf").mkdir(parents=True)
+    (path / "conf" / "config.yaml").write_text("server: http://127.0.0.1:9\nlog:\n  enable: true\n  level: INFO\n")
+    return path
+
+
+def hub_executable():
+    return os.path.join(os.path.dirname(sys.executable), "hub")
+
+
+def run_hub(env, *args, **kwargs):
+    """Runs ``hub ARGS`` in a subprocess with ``env`` (which carries its HUB_HOME), no stdin, 300 s at most."""
+    return subprocess.run([hub_executable(), *args], env=env, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL, **kwargs)

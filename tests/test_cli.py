@@ -18,14 +18,12 @@ from bert_cased_L_24_H_1024_A_16.config import BertConfig
 from bert_cased_L_24_H_1024_A_16.weights import legacy
 from bert_cased_L_24_H_1024_A_16.weights.names import paddlenlp_names
 
-from conftest import PACKAGE_VOCAB, REPO_ROOT, TINY_CONFIGS, hf_arrays, hf_model, random_arrays
+from conftest import (PACKAGE_VOCAB, TINY_CONFIGS, clean_clone, hf_arrays, hf_model, hub_executable,
+                      offline_hub_home, random_arrays)
 
 WEIGHTS_ENV = "BERT_CASED_L_24_H_1024_A_16_WEIGHTS"
 HUB_NAME = "bert_cased_L-24_H-1024_A-16"
 CONFIG = TINY_CONFIGS["tiny"]
-# What `git clone` gives a user: the tracked tree, without local environments and caches.
-NOT_IN_A_CLONE = shutil.ignore_patterns(".git", ".venv", "venv", "__pycache__", "*.egg-info", "build", "dist",
-                                        ".pytest_cache")
 # The tiny network the hub-installed module runs: the release's vocabulary and 512 positions, so that every
 # default (max_seq_len 512) holds.
 HUB_TINY_CONFIG = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
@@ -241,13 +239,6 @@ def test_read_input_file(tmp_path):
 
 # -- hub run, end to end ------------------------------------------------------------------------------------------
 
-def offline_hub_home(path):
-    """A PaddleHub home whose server is a closed port on this machine (refused at once, never waited on)."""
-    (path / "conf").mkdir(parents=True)
-    (path / "conf" / "config.yaml").write_text("server: http://127.0.0.1:9\nlog:\n  enable: true\n  level: INFO\n")
-    return path
-
-
 def hub_installation(tmp_path_factory):
     """``(env, root)``: an offline HUB_HOME in which a clean copy of the repository is hub-installed, and tiny
     weights (HUB_TINY_CONFIG) the env points the module at. Built once per test session (test_serving reuses it);
@@ -255,12 +246,12 @@ def hub_installation(tmp_path_factory):
     root = tmp_path_factory.getbasetemp() / "hub-installation"
     if not (root / "ready").exists():
         build = tmp_path_factory.mktemp("hub-installation-build")
-        shutil.copytree(REPO_ROOT, build / "clone", ignore=NOT_IN_A_CLONE)
+        clean_clone(build / "clone")
         offline_hub_home(build / "home")
         weights.install(random_arrays(HUB_TINY_CONFIG, seed=11), HUB_TINY_CONFIG, str(PACKAGE_VOCAB),
                         str(build / "weights"), {"format": "test"})
         env = _hub_env(build)
-        result = subprocess.run([_hub_executable(), "install", str(build / "clone")], env=env, capture_output=True,
+        result = subprocess.run([hub_executable(), "install", str(build / "clone")], env=env, capture_output=True,
                                 text=True, timeout=300, stdin=subprocess.DEVNULL)
         assert result.returncode == 0, result.stdout + result.stderr
         (build / "ready").write_text("ok")
@@ -277,12 +268,8 @@ def _hub_env(root):
     return env
 
 
-def _hub_executable():
-    return os.path.join(os.path.dirname(sys.executable), "hub")
-
-
 def hub(env, *args, cwd=None, timeout=300):
-    return subprocess.run([_hub_executable(), *args], env=env, capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([hub_executable(), *args], env=env, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, cwd=cwd)
 
 

@@ -6,13 +6,12 @@ pointed at a closed local port, and tiny random weights found through the weight
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
-from conftest import REPO_ROOT, install_weights
+from conftest import clean_clone, install_weights, offline_hub_home, run_hub
 from test_finetune import LEARN_CONFIG, bert_init
 
 pytest.importorskip("paddlehub")
@@ -62,21 +61,12 @@ print("RESULT " + json.dumps({
 }))
 '''
 
-NOT_IN_A_CLONE = shutil.ignore_patterns(".git", ".venv", "venv", "__pycache__", "*.egg-info", "build", "dist",
-                                        ".pytest_cache")
-
-
 def test_seed_example_runs_as_written_and_its_strategy_fine_tunes(tmp_path):
-    home = tmp_path / "hub_home"
-    (home / "conf").mkdir(parents=True)
-    (home / "conf" / "config.yaml").write_text("server: http://127.0.0.1:9\nlog:\n  enable: true\n  level: INFO\n")
-    clone = tmp_path / "bert_cased_L_24_H_1024_A_16"
-    shutil.copytree(REPO_ROOT, clone, ignore=NOT_IN_A_CLONE)
+    home = offline_hub_home(tmp_path / "hub_home")
+    clone = clean_clone(tmp_path / "bert_cased_L_24_H_1024_A_16")
     weights = install_weights(bert_init(LEARN_CONFIG), LEARN_CONFIG, tmp_path / "weights")
     env = dict(os.environ, HUB_HOME=str(home), BERT_CASED_L_24_H_1024_A_16_WEIGHTS=weights)
-    hub = os.path.join(os.path.dirname(sys.executable), "hub")
-    installed = subprocess.run([hub, "install", str(clone)], env=env, capture_output=True, text=True, timeout=300, check=False,
-                               stdin=subprocess.DEVNULL, cwd=tmp_path)
+    installed = run_hub(env, "install", str(clone), cwd=tmp_path)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     script = textwrap.dedent(SEED_EXAMPLE) + textwrap.dedent(FINETUNE_AFTER)
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=False,

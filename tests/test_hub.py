@@ -5,47 +5,27 @@ with the hub server pointed at a closed local port, so nothing reaches the netwo
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import clean_clone, offline_hub_home, run_hub
 
 pytest.importorskip("paddlehub")
 
 HUB_NAME = "bert_cased_L-24_H-1024_A-16"
-# What `git clone` gives a user: the tracked tree, without local environments and caches.
-NOT_IN_A_CLONE = shutil.ignore_patterns(".git", ".venv", "venv", "__pycache__", "*.egg-info", "build", "dist",
-                                        ".pytest_cache")
-
-
-def offline_hub_home(path):
-    """A PaddleHub home whose server is a closed port on this machine (refused at once, never waited on)."""
-    (path / "conf").mkdir(parents=True)
-    (path / "conf" / "config.yaml").write_text("server: http://127.0.0.1:9\nlog:\n  enable: true\n  level: INFO\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def hub_env(tmp_path_factory):
     """Environment with an isolated, offline HUB_HOME in which the repository is hub-installed."""
     root = tmp_path_factory.mktemp("hub")
-    clone = root / "clone"
-    shutil.copytree(REPO_ROOT, clone, ignore=NOT_IN_A_CLONE)
+    clone = clean_clone(root / "clone")
     env = dict(os.environ, HUB_HOME=str(offline_hub_home(root / "home")))
     env.pop("BERT_CASED_L_24_H_1024_A_16_WEIGHTS", None)
-    result = _hub(env, "install", str(clone))
+    result = run_hub(env, "install", str(clone))
     assert result.returncode == 0, result.stdout + result.stderr
     return env, clone
-
-
-def _hub(env, *args):
-    hub = os.path.join(os.path.dirname(sys.executable), "hub")
-    return subprocess.run([hub, *args], env=env, capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
 
 
 def _python(env, code):
@@ -62,7 +42,7 @@ def test_hub_install_puts_the_module_under_hub_home(hub_env):
 
 def test_hub_show_prints_name_and_version(hub_env):
     env, _ = hub_env
-    result = _hub(env, "show", HUB_NAME)
+    result = run_hub(env, "show", HUB_NAME)
     assert result.returncode == 0, result.stdout + result.stderr
     assert HUB_NAME in result.stdout and "1.1.0" in result.stdout
 

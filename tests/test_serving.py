@@ -14,7 +14,8 @@ import pytest
 from bert_cased_L_24_H_1024_A_16.serving import MAX_TEXTS, RequestError, _has_gpu, serve_request, validate_request
 from bert_cased_L_24_H_1024_A_16.weights import MissingWeightsError
 
-from test_cli import HUB_NAME, _hub_executable, hub_installation
+from conftest import hub_executable
+from test_cli import HUB_NAME, hub_installation
 
 # -- the checks, in process ----------------------------------------------------------------------------------------
 
@@ -124,7 +125,7 @@ def server(tmp_path_factory):
     env, root = hub_installation(tmp_path_factory)
     port = _free_port()
     log = open(tmp_path_factory.mktemp("serving") / "server.log", "w+")
-    process = subprocess.Popen([_hub_executable(), "serving", "start", "-m", HUB_NAME, "-p", str(port)], env=env,
+    process = subprocess.Popen([hub_executable(), "serving", "start", "-m", HUB_NAME, "-p", str(port)], env=env,
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
