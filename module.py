@@ -105,7 +105,7 @@ class BertCasedLarge:
         return Feeder(self.tokenizer, max_seq_len=max_seq_len)
 
     def weights_info(self):
-        """The manifest of the installed weights (source, checks), or ``{}`` for a bare 1.x folder."""
+        """The manifest of the installed weights (source, checks), or None for a bare 1.x assets folder."""
         return read_manifest(self.weights_dir)
 
     # -- the 1.x API ---------------------------------------------------------------------
