@@ -26,7 +26,6 @@ its ``.part`` file for the next run to resume. After a successful install the ca
 
 import dataclasses
 import datetime
-import hashlib
 import http.client
 import json
 import os
@@ -344,14 +343,6 @@ def _write_json(path, value):
     os.replace(tmp, path)
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # -- structure checks before the (slower) full read ------------------------------------------------------------
 
 def check_structure(path):
@@ -514,7 +505,7 @@ def download_and_install(source=DEFAULT_SOURCE, url=None, dest_dir=None, cache_d
         "source": source,
         "downloaded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "files": {name: {"url": info["url"], "size": info["size"],
-                         "sha256": _sha256(os.path.join(folder, name))} for name, info in fetched.items()},
+                         "sha256": weights.file_sha256(os.path.join(folder, name))} for name, info in fetched.items()},
         "download_checks": ["http_status", "content_length"] + checks,
         "vocab_from": "checkpoint" if checkpoint.vocab_file else "package",
         "vocab_matches_package": weights.read_vocab(vocab) == package_vocab,

@@ -49,6 +49,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 from .feeder import FEED_NAMES, Feeder, normalize_samples
+from .weights import file_sha256
 
 __all__ = ["CACHE_ENV", "PRECISIONS", "Embedder", "available_cpus", "cpu_supports_bf16", "default_cache_dir",
            "export_inference_model", "gpu_available"]
@@ -225,21 +226,13 @@ def _release_freed_memory():
         pass
 
 
-def _file_digest(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _weights_dir_identity(weights_dir):
     """What tells one weights dir's content from another's without reading 1.3 GB: the manifest and
     configuration bytes, and each parameter file's name, size and modification time."""
     identity = {}
     for name in ("manifest.json", "bert_config.json"):
         path = os.path.join(weights_dir, name)
-        identity[name] = _file_digest(path) if os.path.isfile(path) else None
+        identity[name] = file_sha256(path) if os.path.isfile(path) else None
     params = os.path.join(weights_dir, "params")
     entries = []
     with os.scandir(params) as it:

@@ -98,6 +98,18 @@ def tiny_weights_dir(tmp_path, monkeypatch):
     return dest
 
 
+def tree_digest(folder):
+    """sha256 over every path and file content under ``folder``: equal digests mean an untouched tree."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(pathlib.Path(folder).rglob("*")):
+        digest.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def feeds_with_padding(config, lengths, seq_len, seed=0):
     """Pair-style feeds: random ids, segment 1 on the second half of each row, padding past ``lengths``."""
     rng = np.random.default_rng(seed)

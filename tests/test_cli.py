@@ -1,10 +1,8 @@
 """The command line: ``convert`` and ``info`` (in process), ``python -m`` (subprocess), and ``hub run`` end to end
 against a hub-installed clean copy of the repository with tiny weights (subprocesses, isolated HUB_HOME)."""
 
-import hashlib
 import json
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -18,8 +16,8 @@ from bert_cased_L_24_H_1024_A_16.config import BertConfig
 from bert_cased_L_24_H_1024_A_16.weights import legacy
 from bert_cased_L_24_H_1024_A_16.weights.names import paddlenlp_names
 
-from conftest import (PACKAGE_VOCAB, TINY_CONFIGS, clean_clone, hf_arrays, hf_model, hub_executable,
-                      offline_hub_home, random_arrays)
+from conftest import (PACKAGE_VOCAB, TINY_CONFIGS, clean_clone, hf_arrays, hf_model, hub_executable, offline_hub_home,
+                      random_arrays, tree_digest)
 
 WEIGHTS_ENV = "BERT_CASED_L_24_H_1024_A_16_WEIGHTS"
 HUB_NAME = "bert_cased_L-24_H-1024_A-16"
@@ -27,15 +25,6 @@ CONFIG = TINY_CONFIGS["tiny"]
 # The tiny network the hub-installed module runs: the release's vocabulary and 512 positions, so that every
 # default (max_seq_len 512) holds.
 HUB_TINY_CONFIG = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-
-
-def _tree_digest(folder):
-    digest = hashlib.sha256()
-    for path in sorted(pathlib.Path(folder).rglob("*")):
-        digest.update(str(path.relative_to(folder)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _one_error_line(err):
@@ -138,7 +127,7 @@ def test_a_failed_convert_is_one_clear_error_and_leaves_the_install_as_it_was(no
     root = no_weights_env
     dest = root / "weights"
     weights.install(random_arrays(CONFIG, seed=8), CONFIG, str(PACKAGE_VOCAB), str(dest), {"format": "before"})
-    digest = _tree_digest(dest)
+    digest = tree_digest(dest)
     argv = {"missing": ["convert", str(root / "nothing-here")],
             "empty-folder": ["convert", str(root)],
             "bad-config": ["convert", str(root), "--config", str(root / "nope.json")],
@@ -152,7 +141,7 @@ def test_a_failed_convert_is_one_clear_error_and_leaves_the_install_as_it_was(no
         argv = ["convert", str(root / "odd"), "--config", str(config_file)]
     assert cli.main([*argv, "--dest", str(dest)]) == 1
     assert expected in capsys.readouterr().err
-    assert _tree_digest(dest) == digest
+    assert tree_digest(dest) == digest
     assert not [p for p in root.iterdir() if p.name.startswith(".weights.")]
 
 

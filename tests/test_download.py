@@ -26,7 +26,7 @@ from bert_cased_L_24_H_1024_A_16.download import DownloadError, fetch, source_fi
 from bert_cased_L_24_H_1024_A_16.weights import legacy
 from bert_cased_L_24_H_1024_A_16.weights.names import paddlenlp_names
 
-from conftest import PACKAGE_VOCAB, TINY_CONFIGS, hf_arrays, hf_model, random_arrays
+from conftest import PACKAGE_VOCAB, TINY_CONFIGS, hf_arrays, hf_model, random_arrays, tree_digest
 
 CONFIG = TINY_CONFIGS["tiny"]
 FAST = dict(timeout=1.0, backoff=0.05, progress=False, log=lambda message: None)
@@ -194,15 +194,6 @@ def _assert_installed(dest, expected):
     assert sorted(arrays) == sorted(expected)
     for name, array in expected.items():
         np.testing.assert_array_equal(arrays[name], array, err_msg=name)
-
-
-def _tree_digest(folder):
-    digest = hashlib.sha256()
-    for path in sorted(pathlib.Path(folder).rglob("*")):
-        digest.update(str(path.relative_to(folder)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 @pytest.fixture
@@ -380,7 +371,7 @@ def previous_install(tmp_path):
     """A weights dir installed before the download under test, and the digest of its files."""
     dest = tmp_path / "weights"
     weights.install(random_arrays(CONFIG, seed=9), CONFIG, str(PACKAGE_VOCAB), str(dest), {"format": "test"})
-    return dest, _tree_digest(dest)
+    return dest, tree_digest(dest)
 
 
 def _corrupt(data):
@@ -402,7 +393,7 @@ def test_a_damaged_archive_is_rejected_and_nothing_is_installed(served, checkpoi
     message = str(error.value)
     assert f"assets.tar.gz is a {damage} gzip archive" in message
     assert f"Nothing was installed (the weights in {dest} are as they were)" in message
-    assert _tree_digest(dest) == digest
+    assert tree_digest(dest) == digest
     assert weights.read_manifest(str(dest))["source"] == {"format": "test"}
     cached = pathlib.Path(download.default_cache_dir(str(dest))) / "paddlehub"
     assert not any(cached.iterdir())  # the bad download is deleted, not resumed next time
@@ -439,7 +430,7 @@ def test_a_wrong_checkpoint_for_the_source_is_rejected(served, checkpoints, prev
     with pytest.raises(weights.WeightsError, match="do not fit the configuration"):
         # no config given: the bert-large-cased one, which the tiny file does not fit
         download.download_and_install("paddlenlp", url=server.base + prefix, dest_dir=str(dest), **FAST)
-    assert _tree_digest(dest) == digest
+    assert tree_digest(dest) == digest
 
 
 # -- servers that fail ------------------------------------------------------------------------------------------------

@@ -15,13 +15,14 @@ from .checks import MissingWeightsError, WeightsError, check_arrays, check_vocab
 from .huggingface import is_huggingface_dir, read_huggingface
 from .legacy import keep_parameters, read_dense_tensor, read_params_dir, write_dense_tensor, write_params_dir
 from .paddlenlp import read_paddlenlp
-from .store import (WEIGHTS_ENV, default_weights_dir, find_weights, install, is_weights_dir, load_weights,
+from .store import (WEIGHTS_ENV, default_weights_dir, file_sha256, find_weights, install, is_weights_dir, load_weights,
                     read_manifest, read_weights_config)
 
 __all__ = ["WeightsError", "MissingWeightsError", "Checkpoint", "read_checkpoint", "convert", "install",
            "find_weights", "default_weights_dir", "is_weights_dir", "load_weights", "read_manifest",
            "read_weights_config", "check_arrays", "check_vocab", "read_vocab", "read_dense_tensor",
-           "write_dense_tensor", "read_params_dir", "write_params_dir", "WEIGHTS_ENV", "PACKAGE_VOCAB_FILE"]
+           "write_dense_tensor", "read_params_dir", "write_params_dir", "WEIGHTS_ENV", "PACKAGE_VOCAB_FILE",
+           "file_sha256"]
 
 log = logging.getLogger(__name__)
 

@@ -121,7 +121,7 @@ def install(arrays, config, vocab_file, dest_dir, source_info, progress=None):
             "package_version": __version__,
             "installed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "source": source_info,
-            "vocab_sha256": _sha256(vocab_file),
+            "vocab_sha256": file_sha256(vocab_file),
             "parameter_tensors": len(arrays),
             "parameter_count": int(sum(array.size for array in arrays.values())),
             "checks_passed": list(CHECKS),
@@ -162,7 +162,8 @@ def _write_json(path, value):
         f.write("\n")
 
 
-def _sha256(path):
+def file_sha256(path):
+    """Hex sha256 of the file at ``path``, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
