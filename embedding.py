@@ -48,11 +48,12 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from .device import gpu_available
 from .feeder import FEED_NAMES, Feeder, normalize_samples
 from .weights import file_sha256
 
 __all__ = ["CACHE_ENV", "PRECISIONS", "Embedder", "available_cpus", "cpu_supports_bf16", "default_cache_dir",
-           "export_inference_model", "gpu_available"]
+           "export_inference_model"]
 
 log = logging.getLogger(__name__)
 
@@ -113,18 +114,6 @@ def cpu_supports_bf16():
     if flags is not None:
         return bool(flags & {"avx512_bf16", "amx_bf16"})
     return bool(paddle.base.core.supports_bfloat16_fast_performance())
-
-
-def gpu_available():
-    """Whether Paddle was built with CUDA and sees at least one GPU."""
-    import paddle
-
-    if not paddle.is_compiled_with_cuda():
-        return False
-    try:
-        return paddle.device.cuda.device_count() > 0
-    except Exception:  # noqa: BLE001 -- a CUDA build on a machine without a driver.
-        return False
 
 
 def default_cache_dir():

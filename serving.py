@@ -29,6 +29,8 @@ every one of these.
 import json
 import sys
 
+from .device import gpu_available
+
 __all__ = ["PARAMETERS", "MAX_TEXTS", "MAX_SEQUENCE_TOKENS", "RequestError", "validate_request", "serve_request",
            "features_to_json", "install_request_guard"]
 
@@ -157,7 +159,7 @@ def serve_request(module, kwargs):
     results. Raises on a bad request, after setting the HTTP status of the reply (see the module docstring)."""
     try:
         params = validate_request(kwargs)
-        if params["use_gpu"] and not _has_gpu():
+        if params["use_gpu"] and not gpu_available():
             raise RequestError("use_gpu is true, but this server has no GPU (a CPU build of Paddle, or no device)")
         extra = {} if params["precision"] == "fp32" else {"precision": params["precision"]}
         results = module.get_embedding([list(s) for s in params["texts"]], use_gpu=params["use_gpu"],
@@ -180,15 +182,6 @@ def _status_of(error):
     if isinstance(error, (ValueError, TypeError)):  # get_embedding's own argument checks
         return 400
     return 500
-
-
-def _has_gpu():
-    try:
-        import paddle
-
-        return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    except Exception:  # no paddle, or a broken device query: no GPU to offer
-        return False
 
 
 def _reply_status(status):

@@ -27,6 +27,7 @@ import zipfile
 import numpy as np
 import paddle
 
+from ..device import gpu_available
 from ..network import inference_clone, static_mode
 from .reader import read_labeled_file
 from .strategy import AdamWeightDecayStrategy, Strategy, concrete_place
@@ -118,7 +119,7 @@ def choose_place(use_gpu):
     """``CUDAPlace(0)`` when asked for and available, else ``CPUPlace()`` (warning once when GPU was asked for)."""
     global _gpu_fallback_warned
     if use_gpu:
-        if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+        if gpu_available():
             return paddle.CUDAPlace(0)
         if not _gpu_fallback_warned:
             warnings.warn("use_gpu=True but this Paddle build has no CUDA support or no GPU is visible; "

@@ -12,6 +12,7 @@ import paddle
 import pytest
 
 from bert_cased_L_24_H_1024_A_16 import embedding, network
+from bert_cased_L_24_H_1024_A_16.device import gpu_available
 from bert_cased_L_24_H_1024_A_16.embedding import Embedder
 from bert_cased_L_24_H_1024_A_16.feeder import Feeder, normalize_samples
 from bert_cased_L_24_H_1024_A_16.tokenizer import BertTokenizer
@@ -247,7 +248,7 @@ def test_prepacked_weights_give_the_same_features(embedders, tokenizer):
 
 
 def test_use_gpu_without_a_gpu_warns_once_and_runs_on_the_cpu(embedders):
-    if embedding.gpu_available():
+    if gpu_available():
         pytest.skip("this machine has a GPU")
     embedder = embedders["odd"]
     expected = embedder.embed(TEXTS[:3], max_seq_len=16)

@@ -16,6 +16,7 @@ import paddle
 import pytest
 from bert_cased_L_24_H_1024_A_16 import finetune
 from bert_cased_L_24_H_1024_A_16.config import BertConfig
+from bert_cased_L_24_H_1024_A_16.device import gpu_available
 from bert_cased_L_24_H_1024_A_16.finetune import (
     AdamWeightDecayStrategy,
     DefaultStrategy,
@@ -401,7 +402,7 @@ def test_task_rejects_bad_labels_and_reused_strategies(mech_module):
 
 
 def test_use_gpu_falls_back_to_cpu_with_one_warning(mech_module, monkeypatch):
-    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+    if gpu_available():
         pytest.skip("a GPU is available")
     monkeypatch.setattr(task_module, "_gpu_fallback_warned", False)
     with pytest.warns(RuntimeWarning, match="running on CPU"):

@@ -11,7 +11,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from bert_cased_L_24_H_1024_A_16.serving import MAX_TEXTS, RequestError, _has_gpu, serve_request, validate_request
+from bert_cased_L_24_H_1024_A_16.device import gpu_available
+from bert_cased_L_24_H_1024_A_16.serving import MAX_TEXTS, RequestError, serve_request, validate_request
 from bert_cased_L_24_H_1024_A_16.weights import MissingWeightsError
 
 from conftest import hub_executable
@@ -229,7 +230,7 @@ def test_bf16_is_served_where_the_cpu_has_it(server, reference):
 ])
 def test_malformed_requests_get_a_4xx_and_the_server_keeps_serving(server, body, content_type, status, message):
     base, _ = server
-    if message == "this server has no GPU" and _has_gpu():
+    if message == "this server has no GPU" and gpu_available():
         pytest.skip("this machine has a GPU")
     got_status, reply = _post(base, body, content_type)
     assert got_status == status, reply
