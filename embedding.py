@@ -21,7 +21,9 @@ How it runs, and why (measured on a 2-core AVX-512 EPYC, BERT-Large, see ``bench
 - Two oneDNN passes are left out (``fc_onednn_enable_pass``, ``matmul_add_act_fuse_pass``):
   with them the predictor keeps a repacked copy of all weights for every new input shape
   (+1.2 GB each, up to its cache of 10 shapes) and spends ~0.5 s on each new shape, and
-  every batch has a new shape here.
+  every batch has a new shape here. ``prepacked_weights=True`` keeps them with that cache
+  off: the weights are packed once (one copy per packing layout oneDNN picks) and shared by
+  all shapes, which saves the matmuls' per-pass repacking for more memory.
 - Samples are sorted by length (longest first) and each batch is padded only to its own
   longest sample; ``batch_size`` is the most samples in one forward pass. On the CPU a batch
   of more than 1024 token rows (for BERT-Large) is run in several passes, each padded to its
@@ -42,6 +44,7 @@ import sys
 import tempfile
 import threading
 import types
+import typing
 import warnings
 import weakref
 from collections.abc import Iterator, Mapping
@@ -68,6 +71,10 @@ _INFO_FILE = "export.json"
 
 # oneDNN passes that keep a repacked copy of the weights per input shape (see the module doc).
 _DELETED_ONEDNN_PASSES = ("fc_onednn_enable_pass", "matmul_add_act_fuse_pass")
+
+# With prepacked weights the predictor is rebuilt after this many distinct (batch, length)
+# shapes: oneDNN's fully connected kernels keep about 4 MB per shape for BERT-Large until then.
+_PREPACKED_SHAPE_LIMIT = 128
 
 # A progress bar appears (when allowed) once a job has more batches than this.
 _PROGRESS_MIN_BATCHES = 4
@@ -149,6 +156,14 @@ def _check_precision(precision):
     if key not in _PRECISION_ALIASES:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     return _PRECISION_ALIASES[key]
+
+
+class _Engine(typing.NamedTuple):
+    """How forward passes run: what :meth:`Embedder.embed` was asked for (checked values)."""
+
+    use_gpu: bool
+    precision: str
+    prepacked_weights: bool
 
 
 _INDEX_IN_MESSAGE = re.compile(r"^texts\[(\d+)\]")
@@ -251,20 +266,14 @@ class Embedder:
         rows_per_pass: the most token rows (samples x padded length) in one forward pass;
             a batch with more is run in several passes. Default: ``2**20 // hidden_size`` on
             the CPU (1024 for BERT-Large), no limit on the GPU; 0: no limit.
-        prepacked_weights: fp32 on the CPU only (bf16 ignores it): run the projections with
-            oneDNN's fully connected kernels on weights repacked once, kept per packing layout
-            (two for BERT-Large: about 2.4 GB more), instead of matmuls that repack them on
-            every pass. Faster for small passes (+30 % at batch size 1, a few % at batch size
-            8), but memory also grows by about 2 MB per new (batch, length) shape (BERT-Large:
-            4.3 GB after 50 shapes, 5.0 GB after 330; the default stays at 1.8-2.0 GB).
 
     The predictor is built on first use and reused across calls; it is rebuilt only when
-    the device, the precision or the thread count changes. An object may be shared by
-    threads: forward passes take turns.
+    the device, the precision, ``prepacked_weights`` or the thread count changes, and (with
+    prepacked weights) after ``_PREPACKED_SHAPE_LIMIT`` distinct batch shapes. An object may
+    be shared by threads: forward passes take turns.
     """
 
-    def __init__(self, config, tokenizer, weights, cache_dir=None, num_threads=None, rows_per_pass=None,
-                 prepacked_weights=False):
+    def __init__(self, config, tokenizer, weights, cache_dir=None, num_threads=None, rows_per_pass=None):
         if isinstance(weights, (str, os.PathLike)):
             weights = os.path.abspath(os.fspath(weights))
         elif not (isinstance(weights, Mapping) or callable(weights)):
@@ -276,13 +285,13 @@ class Embedder:
         self._cache_dir = cache_dir
         self._num_threads = None if num_threads is None else _check_int("num_threads", num_threads, 1)
         self._rows_per_pass = None if rows_per_pass is None else _check_int("rows_per_pass", rows_per_pass, 0)
-        self._prepacked_weights = _check_bool("prepacked_weights", prepacked_weights)
         self._lock = threading.RLock()
         self._model_prefix = None  # Path prefix of the exported model once there is one.
         self._model_in_cache = False  # Whether that export is a shared cache entry (else private).
         self._predictor = None
         self._predictor_key = None
         self._outputs = None  # (pooled handle, sequence handle) of the current predictor.
+        self._shapes_run = set()  # (batch, length) shapes the current predictor has run.
         self._warned_no_gpu = False
         #: How many predictors this object has built (tests and diagnostics).
         self.predictor_builds = 0
@@ -293,7 +302,8 @@ class Embedder:
 
     # -- public API ---------------------------------------------------------------------------
 
-    def embed(self, texts, batch_size=1, max_seq_len=512, use_gpu=False, precision="fp32", show_progress=None):
+    def embed(self, texts, batch_size=1, max_seq_len=512, use_gpu=False, precision="fp32", show_progress=None,
+              prepacked_weights=False):
         """Features of every sample of ``texts``, as a list in input order.
 
         Args:
@@ -307,6 +317,13 @@ class Embedder:
             precision: ``"fp32"``, or ``"bf16"`` for oneDNN bfloat16 on CPUs that support it.
             show_progress: ``None`` shows a progress bar on stderr when it is a terminal and
                 the job has several batches; ``True``/``False`` force it on/off.
+            prepacked_weights: fp32 on the CPU only (ignored otherwise): run the projections
+                with oneDNN's fully connected kernels on weights packed once, instead of
+                matmuls that repack them on every pass. Faster (BERT-Large, 2 cores: about
+                +7-10 % at batch size 8, +23 % at batch size 1), for more memory: a packed copy
+                of the weights (+1.3 GB), a second one once a pass has at most 64 token rows
+                (+1.2 GB), and about 4 MB per distinct batch shape, bounded by rebuilding the
+                predictor (about 1.5 s) after ``_PREPACKED_SHAPE_LIMIT`` shapes.
 
         Returns a list of ``[pooled_feature, seq_feature]``: float32 ``(hidden,)`` and
         ``(n_tokens, hidden)``. Raises TypeError/ValueError naming a bad sample or argument
@@ -314,10 +331,10 @@ class Embedder:
         """
         samples = normalize_samples(texts)
         return list(self._iter(samples, batch_size, max_seq_len, use_gpu, precision, show_progress,
-                               chunk_size=max(1, len(samples)), total=len(samples)))
+                               prepacked_weights, chunk_size=max(1, len(samples)), total=len(samples)))
 
     def iter_embed(self, texts, batch_size=1, max_seq_len=512, use_gpu=False, precision="fp32",
-                   show_progress=None, chunk_size=_DEFAULT_CHUNK):
+                   show_progress=None, prepacked_weights=False, chunk_size=_DEFAULT_CHUNK):
         """Like :meth:`embed`, but yields results one by one, in input order, as they are ready.
 
         ``texts`` may be any iterable (a generator over a file, say); it is read
@@ -329,30 +346,31 @@ class Embedder:
         if total is None and not isinstance(texts, Iterator):
             normalize_samples(texts)  # Raises the feeder's error (a bare str, None, a dict, ...).
         chunk_size = _check_int("chunk_size", chunk_size, 1)
-        return self._iter(texts, batch_size, max_seq_len, use_gpu, precision, show_progress,
+        return self._iter(texts, batch_size, max_seq_len, use_gpu, precision, show_progress, prepacked_weights,
                           chunk_size=chunk_size, total=total)
 
     def close(self):
         """Frees the predictor; the next call builds it again (from the export, which is kept)."""
         with self._lock:
             self._predictor = self._outputs = self._predictor_key = None
+            self._shapes_run = set()
 
     # -- running ------------------------------------------------------------------------------
 
-    def _iter(self, texts, batch_size, max_seq_len, use_gpu, precision, show_progress, chunk_size, total):
+    def _iter(self, texts, batch_size, max_seq_len, use_gpu, precision, show_progress, prepacked_weights,
+              chunk_size, total):
         batch_size = _check_int("batch_size", batch_size, 1)
         from .network import MAX_SEQ_LEN
 
         max_seq_len = _check_int("max_seq_len", max_seq_len, 1, MAX_SEQ_LEN)
         max_seq_len = min(max_seq_len, self.config.max_position_embeddings)  # A smaller model's own limit.
-        use_gpu = _check_bool("use_gpu", use_gpu)
-        precision = _check_precision(precision)
         show_progress = _check_bool("show_progress", show_progress, allow_none=True)
+        engine = _Engine(use_gpu=_check_bool("use_gpu", use_gpu), precision=_check_precision(precision),
+                         prepacked_weights=_check_bool("prepacked_weights", prepacked_weights))
         feeder = Feeder(self.tokenizer, max_seq_len=max_seq_len)  # Raises for max_seq_len < 2.
-        return self._generate(iter(texts), feeder, batch_size, use_gpu, precision, show_progress, chunk_size,
-                              total)
+        return self._generate(iter(texts), feeder, batch_size, engine, show_progress, chunk_size, total)
 
-    def _generate(self, texts, feeder, batch_size, use_gpu, precision, show_progress, chunk_size, total):
+    def _generate(self, texts, feeder, batch_size, engine, show_progress, chunk_size, total):
         bar = None
         offset = 0
         try:
@@ -373,10 +391,10 @@ class Embedder:
                     bar = self._progress_bar(show_progress, total, batch_size, len(samples))
                 for batch in batches:
                     indices, lengths = batch.indices.tolist(), batch.lengths.tolist()
-                    for start, stop in self._passes(lengths, use_gpu):
+                    for start, stop in self._passes(lengths, engine.use_gpu):
                         width = max(lengths[start:stop])
                         feeds = {name: array[start:stop, :width] for name, array in batch.feeds.items()}
-                        pooled, sequence = self._run(feeds, use_gpu, precision)
+                        pooled, sequence = self._run(feeds, engine)
                         for row in range(stop - start):
                             # Copies: a result must not keep the padded batch alive.
                             results[indices[start + row]] = [
@@ -423,10 +441,19 @@ class Embedder:
             yield start, stop
             start = stop
 
-    def _run(self, feeds, use_gpu, precision):
+    def _run(self, feeds, engine):
         """One forward pass; returns ``(pooled [B, hidden], sequence [B, S, hidden])`` as new arrays."""
         with self._lock:
-            predictor = self._ensure_predictor(use_gpu, precision)
+            predictor = self._ensure_predictor(engine)
+            shape = feeds["input_ids"].shape
+            if self._predictor_key[3] and shape not in self._shapes_run:
+                if len(self._shapes_run) >= _PREPACKED_SHAPE_LIMIT:
+                    # oneDNN's fully connected kernels keep state per shape that only a new
+                    # predictor frees; the packed weights are rebuilt with it.
+                    log.debug("rebuilding the predictor after %d batch shapes", len(self._shapes_run))
+                    self.close()
+                    predictor = self._ensure_predictor(engine)
+                self._shapes_run.add(shape)
             for name in FEED_NAMES:
                 predictor.get_input_handle(name).copy_from_cpu(np.ascontiguousarray(feeds[name], dtype=np.int64))
             predictor.run()
@@ -451,17 +478,18 @@ class Embedder:
                 log.warning("use_gpu=True but %s; running on the CPU", why)
         return "cpu"
 
-    def _ensure_predictor(self, use_gpu, precision):
-        device = self._device(use_gpu, precision)
+    def _ensure_predictor(self, engine):
+        precision = engine.precision
+        device = self._device(engine.use_gpu, precision)
         if device == "cpu" and precision == "bf16" and not cpu_supports_bf16():
             raise RuntimeError("precision='bf16' needs a CPU with avx512_bf16 or amx_bf16 instructions and a "
                                "Paddle build with oneDNN; this machine lacks them, use precision='fp32'")
         threads = self._num_threads or available_cpus()
-        prepacked = self._prepacked_weights and device == "cpu" and precision == "fp32"
+        prepacked = engine.prepacked_weights and device == "cpu" and precision == "fp32"
         key = ("gpu", "fp32", 0, False) if device == "gpu" else ("cpu", precision, threads, prepacked)
         if self._predictor is not None and key == self._predictor_key:
             return self._predictor
-        self._predictor = self._outputs = self._predictor_key = None  # Free the old one first.
+        self.close()  # Free the old one first.
         prefix = self._ensure_model()
         try:
             predictor = self._create_predictor(prefix, key)

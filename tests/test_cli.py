@@ -298,7 +298,7 @@ def test_hub_run_input_file_writes_every_feature(hub_env, reference_module, tmp_
     (tmp_path / "in.tsv").write_text(f"Hello world!\n\nA question?\tAn answer.\n{long_text}\n", encoding="utf-8")
     samples = [["Hello world!"], ["A question?", "An answer."], [long_text]]
     result = hub(env, "run", HUB_NAME, "--input_file", "in.tsv", "--batch_size", "2", "--max_seq_len", "16",
-                 "--output", "out.npz", cwd=tmp_path)
+                 "--prepacked_weights", "--output", "out.npz", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert '[2] "A question?" | "An answer."' in result.stdout
     assert f"wrote the features of 3 samples to {tmp_path / 'out.npz'} (npz)" in result.stdout

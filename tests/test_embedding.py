@@ -211,6 +211,7 @@ def test_a_bad_sample_deep_in_a_stream_is_named_by_its_index(embedders):
     ({"precision": "fp16"}, ValueError, "precision must be one of ('fp32', 'bf16'), got 'fp16'"),
     ({"use_gpu": "false"}, TypeError, "use_gpu must be True or False, got 'false'"),
     ({"show_progress": 1}, TypeError, "show_progress must be True, False or None, got 1"),
+    ({"prepacked_weights": "yes"}, TypeError, "prepacked_weights must be True or False, got 'yes'"),
 ])
 def test_bad_arguments_are_named(embedders, kwargs, error, message):
     with pytest.raises(error) as info:
@@ -237,14 +238,35 @@ def test_predictor_is_built_once_and_reused(tokenizer):
     assert not list(paddle.static.global_scope().local_var_names())  # Weights never went to the global scope.
 
 
-def test_prepacked_weights_give_the_same_features(embedders, tokenizer):
+def test_prepacked_weights_give_the_same_features_and_switching_rebuilds_the_predictor(embedders, tokenizer):
     config = TINY_CONFIGS["odd"]
-    prepacked = Embedder(config, tokenizer, random_arrays(config, seed=1), cache_dir=False, prepacked_weights=True)
-    for (p, s), (ep, es) in zip(prepacked.embed(TEXTS, batch_size=4, max_seq_len=40),
-                                embedders["odd"].embed(TEXTS, batch_size=4, max_seq_len=40)):
+    embedder = Embedder(config, tokenizer, random_arrays(config, seed=1), cache_dir=False)
+    prepacked = embedder.embed(TEXTS, batch_size=4, max_seq_len=40, prepacked_weights=True)
+    assert embedder._predictor_key[3] is True and embedder.predictor_builds == 1
+    for (p, s), (ep, es) in zip(prepacked, embedders["odd"].embed(TEXTS, batch_size=4, max_seq_len=40)):
         np.testing.assert_allclose(p, ep, atol=1e-5, rtol=0)
         np.testing.assert_allclose(s, es, atol=1e-5, rtol=0)
-    assert prepacked._predictor_key[3] is True
+    embedder.embed(TEXTS[:2], max_seq_len=40)
+    assert embedder._predictor_key[3] is False and embedder.predictor_builds == 2
+
+
+def test_prepacked_predictor_is_rebuilt_after_the_shape_limit(tokenizer, monkeypatch):
+    """Per-shape oneDNN state is bounded: past the limit of distinct shapes, a fresh predictor."""
+    monkeypatch.setattr(embedding, "_PREPACKED_SHAPE_LIMIT", 3)
+    config = TINY_CONFIGS["tiny"]
+    embedder = Embedder(config, tokenizer, random_arrays(config, seed=2), cache_dir=False)
+    words = ["one", "one two", "one two three", "one two three four"]  # 3, 4, 5, 6 tokens: one shape each.
+    reference = embedder.embed(words, max_seq_len=16)
+    assert embedder.predictor_builds == 1
+    results = []
+    for _ in range(2):  # Shapes already run do not count again.
+        results += embedder.embed(words[:3], max_seq_len=16, prepacked_weights=True)
+    assert embedder.predictor_builds == 2 and len(embedder._shapes_run) == 3
+    results += embedder.embed(words[3:], max_seq_len=16, prepacked_weights=True)
+    assert embedder.predictor_builds == 3 and len(embedder._shapes_run) == 1
+    for (pooled, sequence), (expected_pooled, expected_sequence) in zip(results, reference[:3] * 2 + reference[3:]):
+        np.testing.assert_allclose(pooled, expected_pooled, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(sequence, expected_sequence, atol=1e-5, rtol=0)
 
 
 def test_use_gpu_without_a_gpu_warns_once_and_runs_on_the_cpu(embedders):
