@@ -17,13 +17,15 @@ What it does, in one process:
 3. Embeds the same deterministic English sentences (word counts uniform over 2..100, about 5 to 140
    tokens) with both, at the same batch size and thread count:
    - this module: ``get_embedding(texts, batch_size=B)`` (Paddle Inference + oneDNN, length-sorted
-     batches padded to their own longest sample);
+     batches padded to their own longest sample), then the same with ``prepacked_weights=True``
+     (oneDNN's fully connected kernels on weights packed once, for more memory);
    - Hugging Face as a user would run it: its fast tokenizer per batch with ``padding=True``, batches
      in input order, ``model.eval()`` under ``torch.inference_mode()``, each output row cut to its
      sample's tokens. bf16: ``torch.autocast("cpu", dtype=torch.bfloat16)``.
    Tokenization and copying out are inside the timings of both.
-4. Prints texts/s, real tokens/s, the real-token FLOP rate and its share of the GEMM peak, the
-   speed ratios, and how closely the features agree (cosines against fp32).
+4. Prints texts/s, real tokens/s, the real-token FLOP rate and its share of the GEMM peak (and of
+   the other probe's figure, when there are two), the speed ratios, and how closely the features
+   agree (cosines against fp32).
 
 Real-token FLOPs of a sample with ``n`` tokens (``[CLS]``/``[SEP]`` included), ``L`` layers, hidden ``h``,
 feed-forward ``f``: ``L * (2*n*(4*h*h + 2*h*f) + 4*n*n*h) + 2*h*h`` -- the four attention projections and
@@ -164,7 +166,8 @@ def gemm_probe(threads, unset_coretype=False, n=4096, reps=6):
 
 
 def gemm_peak(threads, quick):
-    """``(peak GFLOP/s, description)`` from the numpy probes (see the module docstring)."""
+    """``(peak GFLOP/s, description, [(GFLOP/s, what) per probe])`` from the numpy probes (see the module
+    docstring)."""
     n, reps = (1024, 5) if quick else (4096, 6)
     coretype = os.environ.get("OPENBLAS_CORETYPE")
     probes = []
@@ -176,7 +179,7 @@ def gemm_peak(threads, quick):
         probes.append((unset["gflops"], f"OPENBLAS_CORETYPE unset ({unset['kernels']} kernels)"))
     peak = max(p for p, _ in probes)
     detail = "; ".join(f"{p:.0f} GFLOP/s with {what}" for p, what in probes)
-    return peak, f"numpy float32 {n}x{n}x{n} matmul, {threads} threads: {detail}"
+    return peak, f"numpy float32 {n}x{n}x{n} matmul, {threads} threads: {detail}", probes
 
 
 class CpuWatch:
@@ -303,7 +306,7 @@ def main(argv=None):
     print(f"package {package.__file__}; paddle {__import__('paddle').__version__}, torch {torch.__version__}, "
           f"transformers {transformers.__version__}; {threads} threads; batch size {args.batch_size}", flush=True)
 
-    peak, peak_detail = gemm_peak(threads, args.quick)
+    peak, peak_detail, probes = gemm_peak(threads, args.quick)
     print(f"fp32 GEMM peak: {peak:.0f} GFLOP/s ({peak_detail})", flush=True)
 
     texts = make_texts(args.num_texts, seed=args.seed)
@@ -322,11 +325,7 @@ def main(argv=None):
         del state, arrays
         gc.collect()
         module = BertCasedLarge(weights_dir=weights_dir)
-        if hasattr(module, "get_embedding"):
-            embed = module.get_embedding
-        else:  # Before module.py grows get_embedding: the same Embedder it wraps.
-            embedder = embedding.Embedder(module.config, module.tokenizer, weights_dir)
-            embed = embedder.embed
+        embed = module.get_embedding
         lengths = np.array([len(module.feeder(args.max_seq_len).encode([t]).input_ids) for t in texts])
         print(f"{len(texts)} texts, {lengths.sum()} tokens (min {lengths.min()}, median {int(np.median(lengths))}, "
               f"max {lengths.max()}); setup {time.perf_counter() - t0:.0f} s, RSS {rss_gb():.1f} GB", flush=True)
@@ -356,6 +355,7 @@ def main(argv=None):
 
         kw = {"batch_size": args.batch_size, "max_seq_len": args.max_seq_len}
         measure("ours fp32", lambda t: embed(t, precision="fp32", **kw))
+        measure("ours fp32 prepacked", lambda t: embed(t, precision="fp32", prepacked_weights=True, **kw))
         measure("HF fp32", lambda t: run_hugging_face(hf_model, hf_tokenizer, t, **kw))
         if bf16:
             measure("ours bf16", lambda t: embed(t, precision="bf16", **kw))
@@ -370,20 +370,25 @@ def main(argv=None):
     print(f"BERT ({config.num_hidden_layers} layers, hidden {config.hidden_size}), {len(texts)} texts, "
           f"{lengths.sum()} real tokens, batch size {args.batch_size}, {threads} threads")
     print(f"fp32 GEMM peak (numpy, this run): {peak:.0f} GFLOP/s")
-    header = f"| {'runner':<18} | {'s':>6} | {'texts/s':>8} | {'tokens/s':>9} | {'GFLOP/s':>8} | {'% peak':>6} | " \
+    header = f"| {'runner':<19} | {'s':>6} | {'texts/s':>8} | {'tokens/s':>9} | {'GFLOP/s':>8} | {'% peak':>6} | " \
              f"{'vs HF fp32':>10} | {'vs HF same':>10} | {'others':>6} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for row in rows:
         same = by_name["HF bf16 autocast" if "bf16" in row["runner"] else "HF fp32"]
-        print(f"| {row['runner']:<18} | {row['seconds']:>6.1f} | {row['texts_per_s']:>8.2f} | "
+        print(f"| {row['runner']:<19} | {row['seconds']:>6.1f} | {row['texts_per_s']:>8.2f} | "
               f"{row['tokens_per_s']:>9.0f} | {row['gflops']:>8.0f} | {row['peak_share']:>6.0%} | "
               f"{row['texts_per_s'] / by_name['HF fp32']['texts_per_s']:>9.2f}x | "
               f"{row['texts_per_s'] / same['texts_per_s']:>9.2f}x | {row['foreign_cpu']:>6.0%} |")
     print("(% peak: real-token FLOP rate / fp32 GEMM peak; others: CPU used by other processes meanwhile)")
+    for probe, what in probes:
+        if probe != peak:
+            shares = ", ".join(f"{row['runner']} {row['gflops'] / probe:.0%}" for row in rows)
+            print(f"against numpy with {what} ({probe:.0f} GFLOP/s) instead: {shares}")
 
     print()
-    agreement = [("ours fp32 vs HF fp32", ours, theirs)]
+    agreement = [("ours fp32 vs HF fp32", ours, theirs),
+                 ("ours fp32 prepacked vs ours fp32", outputs["ours fp32 prepacked"], ours)]
     if bf16:
         agreement += [("ours bf16 vs ours fp32", outputs["ours bf16"], ours),
                       ("HF bf16 vs HF fp32", outputs["HF bf16 autocast"], theirs)]
