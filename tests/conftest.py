@@ -98,6 +98,12 @@ def tiny_weights_dir(tmp_path, monkeypatch):
     return dest
 
 
+def install_leftovers(dest):
+    """What installs into ``dest`` left beside it, other than their lock file ``.<name>.lock`` (which stays)."""
+    dest = pathlib.Path(dest)
+    return [p for p in dest.parent.iterdir() if p.name.startswith(f".{dest.name}.") and p.name != f".{dest.name}.lock"]
+
+
 def tree_digest(folder):
     """sha256 over every path and file content under ``folder``: equal digests mean an untouched tree."""
     import hashlib

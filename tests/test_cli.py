@@ -16,8 +16,8 @@ from bert_cased_L_24_H_1024_A_16.config import BertConfig
 from bert_cased_L_24_H_1024_A_16.weights import legacy
 from bert_cased_L_24_H_1024_A_16.weights.names import paddlenlp_names
 
-from conftest import (PACKAGE_VOCAB, TINY_CONFIGS, clean_clone, hf_arrays, hf_model, hub_executable, offline_hub_home,
-                      random_arrays, tree_digest)
+from conftest import (PACKAGE_VOCAB, TINY_CONFIGS, clean_clone, hf_arrays, hf_model, hub_executable, install_leftovers,
+                      offline_hub_home, random_arrays, tree_digest)
 
 WEIGHTS_ENV = "BERT_CASED_L_24_H_1024_A_16_WEIGHTS"
 HUB_NAME = "bert_cased_L-24_H-1024_A-16"
@@ -142,7 +142,7 @@ def test_a_failed_convert_is_one_clear_error_and_leaves_the_install_as_it_was(no
     assert cli.main([*argv, "--dest", str(dest)]) == 1
     assert expected in capsys.readouterr().err
     assert tree_digest(dest) == digest
-    assert not [p for p in root.iterdir() if p.name.startswith(".weights.")]
+    assert not install_leftovers(dest)
 
 
 def test_info_without_weights_names_the_commands(no_weights_env, capsys):

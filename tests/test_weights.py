@@ -10,10 +10,12 @@ import math
 import os
 import pickle
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tarfile
+import threading
 
 import numpy as np
 import pytest
@@ -71,7 +73,7 @@ def installed(tmp_path, vocab_file):
 
     def untouched():
         assert snapshot(dest) == before
-        assert sorted(os.listdir(dest.parent)) == ["bert"], "stray temporary folders"
+        assert sorted(os.listdir(dest.parent)) == [".bert.lock", "bert"], "stray temporary folders"
         assert_same_arrays(weights.load_weights(str(dest))[1], arrays)
         return True
 
@@ -232,7 +234,7 @@ def test_install_then_load(tmp_path, vocab_file):
     dest = weights.install(arrays, TINY, vocab_file, str(tmp_path / "w"), {"format": "test", "path": "x"})
     assert dest == str(tmp_path / "w")
     assert sorted(os.listdir(dest)) == ["bert_config.json", "manifest.json", "params", "vocab.txt"]
-    assert sorted(os.listdir(tmp_path)) == ["w"]
+    assert sorted(os.listdir(tmp_path)) == [".w.lock", "w"]  # The install lock's file stays, empty.
     config, loaded = weights.load_weights(dest)
     assert config == TINY
     assert_same_arrays(loaded, arrays)
@@ -249,7 +251,7 @@ def test_install_replaces_a_previous_install(installed, vocab_file):
     arrays = random_arrays(seed=7)
     weights.install(arrays, TINY, vocab_file, str(dest), {"format": "test"})
     assert_same_arrays(weights.load_weights(str(dest))[1], arrays)
-    assert sorted(os.listdir(dest.parent)) == ["bert"]
+    assert sorted(os.listdir(dest.parent)) == [".bert.lock", "bert"]
 
 
 def _fail_after(count, exception):
@@ -291,6 +293,76 @@ def test_failed_install_leaves_the_previous_one_untouched(installed, vocab_file,
         weights.install(arrays, TINY, vocab, str(dest), {"format": "test"})
     monkeypatch.undo()
     assert untouched()
+
+
+_KILLED_INSTALL = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from conftest import random_arrays
+from bert_cased_L_24_H_1024_A_16 import weights
+from bert_cased_L_24_H_1024_A_16.config import BertConfig
+from bert_cased_L_24_H_1024_A_16.weights import legacy, store
+
+config = BertConfig(**{config!r})
+if {between_renames!r}:  # Die right after the previous weights were renamed away.
+    real_rename = os.rename
+    def rename(src, dst):
+        real_rename(src, dst)
+        if ".old-" in dst:
+            os.kill(os.getpid(), signal.SIGKILL)
+    store.os.rename = rename
+else:  # Die halfway through writing the parameter files.
+    real_write, written = legacy.write_dense_tensor, []
+    def write(path, array):
+        written.append(path)
+        if len(written) > 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_write(path, array)
+    legacy.write_dense_tensor = write
+weights.install(random_arrays(config, seed=9), config, {vocab!r}, {dest!r}, {{"format": "test"}})
+"""
+
+
+@pytest.mark.parametrize("between_renames", [False, True], ids=["while-writing", "between-renames"])
+def test_a_killed_install_is_repaired_by_the_next_lookup(installed, vocab_file, monkeypatch, between_renames):
+    """SIGKILL leaves no cleanup; the next find_weights restores the previous weights and removes the rest."""
+    dest, untouched = installed
+    code = _KILLED_INSTALL.format(tests=os.path.dirname(os.path.abspath(__file__)), config=TINY.to_dict(),
+                                  between_renames=between_renames, vocab=vocab_file, dest=str(dest))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    left = sorted(name.split("-")[0] for name in os.listdir(dest.parent))
+    if between_renames:  # The previous weights are renamed away and the new ones not yet in.
+        assert left == [".bert.lock", ".bert.old", ".bert.tmp"]
+    else:
+        assert left == [".bert.lock", ".bert.tmp", "bert"]
+    monkeypatch.setenv(store.WEIGHTS_ENV, str(dest))
+    assert weights.find_weights() == str(dest)
+    assert untouched()
+
+
+def test_the_next_install_clears_a_killed_one_and_installs_wait_for_each_other(installed, vocab_file, tmp_path):
+    dest, _ = installed
+    stale = dest.parent / ".bert.tmp-99999-dead"
+    (stale / "params").mkdir(parents=True)
+    (stale / "params" / "half_written").write_bytes(b"x" * 100)
+    # Another process holds the lock: this install must wait for it, then clear the leftover.
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time\n"
+        f"f = open({str(dest.parent / '.bert.lock')!r}, 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True); sys.stdin.readline()\n"
+        f"open({str(tmp_path / 'released')!r}, 'w').close()\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        arrays = random_arrays(seed=5)
+        threading.Timer(0.5, lambda: (holder.stdin.write("go\n"), holder.stdin.flush())).start()
+        weights.install(arrays, TINY, vocab_file, str(dest), {"format": "test"})
+        assert (tmp_path / "released").exists()  # It did not go ahead while the other held the lock.
+    finally:
+        holder.wait(timeout=30)
+    assert sorted(os.listdir(dest.parent)) == [".bert.lock", "bert"]
+    assert_same_arrays(weights.load_weights(str(dest))[1], arrays)
 
 
 def test_install_refuses_to_replace_other_folders(tmp_path, vocab_file):

@@ -5,6 +5,7 @@ each) and ``manifest.json``: the layout of the 1.x release's ``assets/`` folder,
 weights dir (it lacks the manifest, and some versions the config).
 """
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -19,7 +20,7 @@ from .checks import CHECKS, MissingWeightsError, WeightsError, check_arrays, che
 from .legacy import read_params_dir, write_params_dir
 
 __all__ = ["WEIGHTS_ENV", "default_weights_dir", "find_weights", "is_weights_dir", "install", "load_weights",
-           "read_manifest", "read_weights_config"]
+           "read_manifest", "read_weights_config", "recover_interrupted_install"]
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,13 @@ def find_weights(extra_candidates=()):
     else the first valid of ``extra_candidates``, else the default dir. Raises MissingWeightsError otherwise."""
     if os.environ.get(WEIGHTS_ENV):
         path = default_weights_dir()
+        recover_interrupted_install(path)
         if not is_weights_dir(path):
             raise MissingWeightsError(f"${WEIGHTS_ENV} is set to {path}, which holds no weights (no params/ "
                                       f"folder). Install them there, or unset it. {_COMMANDS}.")
         return path
     looked = []
+    recover_interrupted_install(default_weights_dir())
     for path in (*extra_candidates, default_weights_dir()):
         path = os.path.abspath(os.path.expanduser(path))
         if is_weights_dir(path):
@@ -100,6 +103,9 @@ def install(arrays, config, vocab_file, dest_dir, source_info, progress=None):
     written and fsynced beside ``dest_dir`` (manifest last), then swapped in by renames. On any failure or
     interruption the previous ``dest_dir`` (if any) is left as it was and the temporary dir removed.
     An existing ``dest_dir`` must be an empty folder or a weights dir; a symbolic link is followed.
+
+    Installs into one ``dest_dir`` take turns (a lock file ``.<name>.lock`` beside it, on POSIX), and
+    each first clears what a killed install left there (see :func:`recover_interrupted_install`).
     """
     dest_dir = os.path.realpath(os.path.expanduser(dest_dir))
     check_arrays(arrays, config)
@@ -108,29 +114,31 @@ def install(arrays, config, vocab_file, dest_dir, source_info, progress=None):
         raise WeightsError(f"refusing to replace {dest_dir}: it exists and is not a weights dir")
     parent, base = os.path.split(dest_dir)
     os.makedirs(parent, exist_ok=True)
-    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
-    tmp = os.path.join(parent, f".{base}.tmp-{tag}")
-    os.mkdir(tmp)
-    try:
-        config.to_json_file(os.path.join(tmp, "bert_config.json"))
-        shutil.copyfile(vocab_file, os.path.join(tmp, "vocab.txt"))
-        write_params_dir(os.path.join(tmp, "params"), {name: arrays[name].astype("float32", copy=False)
-                                                       for name in arrays}, progress)
-        _write_json(os.path.join(tmp, "manifest.json"), {
-            "package": "bert_cased_L-24_H-1024_A-16",
-            "package_version": __version__,
-            "installed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "source": source_info,
-            "vocab_sha256": file_sha256(vocab_file),
-            "parameter_tensors": len(arrays),
-            "parameter_count": int(sum(array.size for array in arrays.values())),
-            "checks_passed": list(CHECKS),
-        })
-        _fsync_tree(tmp)
-        _swap_in(tmp, dest_dir, os.path.join(parent, f".{base}.old-{tag}"))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with _install_lock(dest_dir):
+        _clear_interrupted(dest_dir)
+        tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = os.path.join(parent, f".{base}.tmp-{tag}")
+        os.mkdir(tmp)
+        try:
+            config.to_json_file(os.path.join(tmp, "bert_config.json"))
+            shutil.copyfile(vocab_file, os.path.join(tmp, "vocab.txt"))
+            write_params_dir(os.path.join(tmp, "params"), {name: arrays[name].astype("float32", copy=False)
+                                                           for name in arrays}, progress)
+            _write_json(os.path.join(tmp, "manifest.json"), {
+                "package": "bert_cased_L-24_H-1024_A-16",
+                "package_version": __version__,
+                "installed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "source": source_info,
+                "vocab_sha256": file_sha256(vocab_file),
+                "parameter_tensors": len(arrays),
+                "parameter_count": int(sum(array.size for array in arrays.values())),
+                "checks_passed": list(CHECKS),
+            })
+            _fsync_tree(tmp)
+            _swap_in(tmp, dest_dir, os.path.join(parent, f".{base}.old-{tag}"))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return dest_dir
 
 
@@ -150,6 +158,79 @@ def _swap_in(new, dest, backup):
         shutil.rmtree(backup, ignore_errors=True)
         if os.path.lexists(backup):
             log.warning("could not remove the previous weights, moved to %s", backup)
+
+
+def recover_interrupted_install(dest_dir):
+    """Repairs what an install into ``dest_dir`` that was killed (SIGKILL, power loss) left behind.
+
+    Such an install leaves its temporary dir ``.<name>.tmp-*`` beside ``dest_dir`` (1.3 GB for
+    BERT-Large), and if it died between its two renames, ``dest_dir`` is missing while the previous
+    weights sit in ``.<name>.old-*``. This renames those back and removes the leftovers, under the
+    install lock (so never while an install is running). Cheap when there is nothing to repair.
+    Returns whether previous weights were restored.
+    """
+    dest_dir = os.path.realpath(os.path.expanduser(dest_dir))
+    if not _leftovers(dest_dir):
+        return False
+    try:
+        with _install_lock(dest_dir):
+            return _clear_interrupted(dest_dir)
+    except OSError as e:  # A read-only or vanished parent: nothing this process can repair.
+        log.warning("could not clear an interrupted install beside %s: %s", dest_dir, e)
+        return False
+
+
+def _leftovers(dest_dir):
+    """Paths beside ``dest_dir`` that installs into it create and remove: ``.<name>.tmp-*``, ``.<name>.old-*``."""
+    parent, base = os.path.split(dest_dir)
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    prefixes = (f".{base}.tmp-", f".{base}.old-")
+    return [os.path.join(parent, name) for name in names if name.startswith(prefixes)]
+
+
+def _clear_interrupted(dest_dir):
+    """With the install lock held: every leftover is an interrupted install's (see recover_interrupted_install)."""
+    leftovers = _leftovers(dest_dir)
+    restored = False
+    if not os.path.lexists(dest_dir):
+        backups = [path for path in leftovers if ".old-" in os.path.basename(path) and is_weights_dir(path)]
+        if backups:
+            newest = max(backups, key=os.path.getmtime)
+            os.rename(newest, dest_dir)
+            _fsync_dir(os.path.dirname(dest_dir))
+            leftovers.remove(newest)
+            restored = True
+            log.warning("an install into %s was interrupted; restored the previous weights from %s", dest_dir,
+                        newest)
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("removed %s, left by an interrupted install", path)
+    return restored
+
+
+@contextlib.contextmanager
+def _install_lock(dest_dir):
+    """Holds an exclusive lock on ``.<name>.lock`` beside ``dest_dir``, waiting for another holder (POSIX
+    ``flock``, released by the kernel if the holder dies; no lock where ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    parent, base = os.path.split(dest_dir)
+    with open(os.path.join(parent, f".{base}.lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("waiting for another install into %s to finish", dest_dir)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _is_empty_dir(path):
