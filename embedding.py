@@ -334,7 +334,7 @@ class Embedder:
                                prepacked_weights, chunk_size=max(1, len(samples)), total=len(samples)))
 
     def iter_embed(self, texts, batch_size=1, max_seq_len=512, use_gpu=False, precision="fp32",
-                   show_progress=None, prepacked_weights=False, chunk_size=_DEFAULT_CHUNK):
+                   show_progress=None, chunk_size=_DEFAULT_CHUNK, prepacked_weights=False):
         """Like :meth:`embed`, but yields results one by one, in input order, as they are ready.
 
         ``texts`` may be any iterable (a generator over a file, say); it is read

@@ -162,7 +162,7 @@ class BertCasedLarge:
                                           prepacked_weights=prepacked_weights)
 
     def iter_embedding(self, texts, use_gpu=False, batch_size=1, max_seq_len=512, precision="fp32",
-                       show_progress=None, prepacked_weights=False, chunk_size=1024):
+                       show_progress=None, chunk_size=1024, prepacked_weights=False):
         """:meth:`get_embedding` for inputs of any size: ``texts`` may be any iterable; results are
         yielded in input order, ``chunk_size`` samples being sorted and run at a time."""
         return self._get_embedder().iter_embed(texts, batch_size=batch_size, max_seq_len=max_seq_len,
