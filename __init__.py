@@ -6,3 +6,5 @@ tokenizer works without Paddle being imported.
 """
 
 __version__ = "1.1.0"
+#: The module's name in PaddleHub (``hub.Module(name=HUB_NAME)``, ``/predict/<HUB_NAME>``).
+HUB_NAME = "bert_cased_L-24_H-1024_A-16"

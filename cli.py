@@ -21,10 +21,11 @@ import json
 import os
 import sys
 
+from . import HUB_NAME
+
 __all__ = ["main", "build_parser", "run_hub_command", "read_input_file", "summarize", "write_features"]
 
 PACKAGE = "bert_cased_L_24_H_1024_A_16"
-HUB_NAME = "bert_cased_L-24_H-1024_A-16"
 _ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 OUTPUT_FORMATS = ("npz", "npy", "jsonl")
 SUMMARY_LIMIT = 20  # texts summarized on screen; --output holds them all

@@ -36,6 +36,8 @@ ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 VOCAB_FILE = os.path.join(ASSETS_DIR, "vocab.txt")
 
 
+# PaddleHub reads these values from this file's syntax tree (`hub install`): they must stay literals,
+# equal to HUB_NAME and __version__.
 @moduleinfo(
     name="bert_cased_L-24_H-1024_A-16",
     version="1.1.0",

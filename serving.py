@@ -16,19 +16,21 @@ request) that sets the reply's HTTP status: 400 for a request that breaks the ru
 asks too much: more than MAX_TEXTS samples, or MAX_SEQUENCE_TOKENS token features), 503 when the
 server has no weights, 500 for anything else. The body stays PaddleHub's envelope, so ``msg`` carries the
 reason. Two malformed requests never reach the method: a body that is not JSON gets Flask's own 400, a
-wrong content type 415, and a JSON body that is not an object (a list, a string) would make PaddleHub
-itself fail with a 500; :func:`install_request_guard` wraps ``paddlehub.serving.app_compat.predict_v2``
-(the one function the route calls, looked up at call time) so that such bodies get a 400 too. It is
+wrong content type 415, a JSON body that is not an object (a list, a string) would make PaddleHub
+itself fail with a 500, and a JSON ``null`` body gets PaddleHub's HTTP 200 with status "112" (an
+outdated-protocol notice). :func:`install_request_guard` wraps the two functions of
+``paddlehub.serving.app_compat`` that the route calls, looked up at call time: ``predict_v2``, and
+``package_result`` for that "112" on this module's route, so that such bodies get a 400 too. It is
 installed when this file is imported in a process that already loaded PaddleHub's serving app (``hub
 serving`` loads it before the module), it is idempotent, and it leaves every other request, of this or any
-other module, to the original function. A JSON ``null`` body still gets PaddleHub's HTTP 200 with status
-"112" (its route answers that before any hook). The server is single-threaded and keeps serving after
-every one of these.
+other module, to the original functions. The server is single-threaded and keeps serving after every
+one of these.
 """
 
 import json
 import sys
 
+from . import HUB_NAME
 from .device import gpu_available
 
 __all__ = ["PARAMETERS", "MAX_TEXTS", "MAX_SEQUENCE_TOKENS", "RequestError", "validate_request", "serve_request",
@@ -199,33 +201,52 @@ def _reply_status(status):
 # -- a 400 for JSON bodies that are not objects -----------------------------------------------------------------
 
 _GUARD_MARK = "_bert_cased_L_24_H_1024_A_16_guard"
+# PaddleHub's status for a body that ``request.json`` reads as None: with Flask 3, only a JSON null.
+_PADDLEHUB_NO_BODY = "112"
+
+
+def _not_an_object(app_compat, value):
+    """PaddleHub's envelope for a JSON body that is not an object, with the reply's status set to 400."""
+    _reply_status(400)
+    return app_compat.package_result(
+        "101", f"the request body must be a JSON object of keyword arguments (e.g. {{\"texts\": [[\"text\"]]}}), "
+               f"got a JSON {_type_name(value)}", "")
+
+
+def _on_this_modules_route():
+    flask = sys.modules.get("flask")
+    return flask is not None and flask.has_request_context() and flask.request.path == f"/predict/{HUB_NAME}"
 
 
 def install_request_guard():
-    """Wraps PaddleHub's ``predict_v2`` so a JSON body that is not an object gets HTTP 400 (idempotent).
+    """Wraps PaddleHub's ``predict_v2`` and ``package_result`` so a JSON body that is not an object (null
+    included) gets HTTP 400 (idempotent).
 
     Does nothing unless ``paddlehub.serving.app_compat`` is already imported (only serving processes import
     it); returns whether the guard is in place.
     """
     app_compat = sys.modules.get("paddlehub.serving.app_compat")
-    if app_compat is None or not hasattr(app_compat, "predict_v2"):
+    if app_compat is None or not hasattr(app_compat, "predict_v2") or not hasattr(app_compat, "package_result"):
         return False
-    original = app_compat.predict_v2
-    if getattr(original, _GUARD_MARK, False):
+    original_predict, original_result = app_compat.predict_v2, app_compat.package_result
+    if getattr(original_predict, _GUARD_MARK, False):
         return True
 
     def predict_v2(module_info, input):
         if not isinstance(input, dict):
-            _reply_status(400)
-            return app_compat.package_result(
-                "101", f"the request body must be a JSON object of keyword arguments (e.g. {{\"texts\": "
-                       f"[[\"text\"]]}}), got a JSON {_type_name(input)}", "")
-        return original(module_info, input)
+            return _not_an_object(app_compat, input)
+        return original_predict(module_info, input)
 
-    setattr(predict_v2, _GUARD_MARK, True)
-    predict_v2.__wrapped__ = original
-    predict_v2.__doc__ = original.__doc__
-    app_compat.predict_v2 = predict_v2
+    def package_result(status, msg, data):
+        if status == _PADDLEHUB_NO_BODY and _on_this_modules_route():
+            return _not_an_object(app_compat, None)  # Its "101" envelope goes to the original below.
+        return original_result(status, msg, data)
+
+    for wrapper, original in ((predict_v2, original_predict), (package_result, original_result)):
+        setattr(wrapper, _GUARD_MARK, True)
+        wrapper.__wrapped__ = original
+        wrapper.__doc__ = original.__doc__
+        setattr(app_compat, original.__name__, wrapper)
     return True
 
 

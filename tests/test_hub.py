@@ -45,6 +45,10 @@ def test_hub_show_prints_name_and_version(hub_env):
     result = run_hub(env, "show", HUB_NAME)
     assert result.returncode == 0, result.stdout + result.stderr
     assert HUB_NAME in result.stdout and "1.1.0" in result.stdout
+    # module.py's literals (which PaddleHub reads) agree with the package's constants.
+    import bert_cased_L_24_H_1024_A_16 as package
+
+    assert (package.HUB_NAME, package.__version__) == (HUB_NAME, "1.1.0")
 
 
 def test_hub_module_by_name_and_by_directory(hub_env):

@@ -221,6 +221,7 @@ def test_bf16_is_served_where_the_cpu_has_it(server, reference):
     (b'{"texts": [["a"]]}', "text/plain", 415, None),  # not declared as JSON: Flask's own 415
     ([["a"]], "application/json", 400, "the request body must be a JSON object"),
     ("texts", "application/json", 400, "got a JSON string"),
+    (None, "application/json", 400, "got a JSON null"),  # PaddleHub alone answers 200, "112"
     ({"texts": []}, "application/json", 400, "texts is empty"),
     ({"texts": "a"}, "application/json", 400, "texts must be an array of samples"),
     ({"texts": [[1, 2]]}, "application/json", 400, "texts[0][0] must be a string, got integer"),

@@ -14,7 +14,7 @@ import os
 import secrets
 import shutil
 
-from .. import __version__
+from .. import HUB_NAME, __version__
 from ..config import DEFAULT_CONFIG_FILE, BertConfig
 from .checks import CHECKS, MissingWeightsError, WeightsError, check_arrays, check_vocab
 from .legacy import read_params_dir, write_params_dir
@@ -125,7 +125,7 @@ def install(arrays, config, vocab_file, dest_dir, source_info, progress=None):
             write_params_dir(os.path.join(tmp, "params"), {name: arrays[name].astype("float32", copy=False)
                                                            for name in arrays}, progress)
             _write_json(os.path.join(tmp, "manifest.json"), {
-                "package": "bert_cased_L-24_H-1024_A-16",
+                "package": HUB_NAME,
                 "package_version": __version__,
                 "installed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "source": source_info,
