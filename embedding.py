@@ -52,7 +52,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 from .device import gpu_available
-from .feeder import FEED_NAMES, Feeder, normalize_samples
+from .feeder import FEED_NAMES, Feeder, check_int, normalize_samples
 from .weights import file_sha256
 
 __all__ = ["CACHE_ENV", "PRECISIONS", "Embedder", "available_cpus", "cpu_supports_bf16", "default_cache_dir",
@@ -133,14 +133,6 @@ def default_cache_dir():
 
 
 # -- arguments -----------------------------------------------------------------------------------
-
-def _check_int(name, value, low, high=None):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
-            high is not None and value > high):
-        bound = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be an int {bound}, got {value!r}")
-    return int(value)
-
 
 def _check_bool(name, value, allow_none=False):
     if value is None and allow_none:
@@ -283,8 +275,8 @@ class Embedder:
         self.tokenizer = tokenizer
         self._weights = weights
         self._cache_dir = cache_dir
-        self._num_threads = None if num_threads is None else _check_int("num_threads", num_threads, 1)
-        self._rows_per_pass = None if rows_per_pass is None else _check_int("rows_per_pass", rows_per_pass, 0)
+        self._num_threads = None if num_threads is None else check_int("num_threads", num_threads, 1)
+        self._rows_per_pass = None if rows_per_pass is None else check_int("rows_per_pass", rows_per_pass, 0)
         self._lock = threading.RLock()
         self._model_prefix = None  # Path prefix of the exported model once there is one.
         self._model_in_cache = False  # Whether that export is a shared cache entry (else private).
@@ -345,7 +337,7 @@ class Embedder:
         total = len(texts) if isinstance(texts, (list, tuple)) else None
         if total is None and not isinstance(texts, Iterator):
             normalize_samples(texts)  # Raises the feeder's error (a bare str, None, a dict, ...).
-        chunk_size = _check_int("chunk_size", chunk_size, 1)
+        chunk_size = check_int("chunk_size", chunk_size, 1)
         return self._iter(texts, batch_size, max_seq_len, use_gpu, precision, show_progress, prepacked_weights,
                           chunk_size=chunk_size, total=total)
 
@@ -359,10 +351,10 @@ class Embedder:
 
     def _iter(self, texts, batch_size, max_seq_len, use_gpu, precision, show_progress, prepacked_weights,
               chunk_size, total):
-        batch_size = _check_int("batch_size", batch_size, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
         from .network import MAX_SEQ_LEN
 
-        max_seq_len = _check_int("max_seq_len", max_seq_len, 1, MAX_SEQ_LEN)
+        max_seq_len = check_int("max_seq_len", max_seq_len, 1, MAX_SEQ_LEN)
         max_seq_len = min(max_seq_len, self.config.max_position_embeddings)  # A smaller model's own limit.
         show_progress = _check_bool("show_progress", show_progress, allow_none=True)
         engine = _Engine(use_gpu=_check_bool("use_gpu", use_gpu), precision=_check_precision(precision),

@@ -17,7 +17,7 @@ from typing import Dict, Iterator, List, NamedTuple, Tuple
 
 import numpy as np
 
-__all__ = ["FEED_NAMES", "Encoding", "Batch", "Feeder", "normalize_samples", "truncation_lengths"]
+__all__ = ["FEED_NAMES", "Encoding", "Batch", "Feeder", "check_int", "normalize_samples", "truncation_lengths"]
 
 FEED_NAMES = ("input_ids", "position_ids", "segment_ids", "input_mask")
 
@@ -82,16 +82,20 @@ def normalize_samples(texts) -> List[Tuple[str, ...]]:
     return [_normalize_sample(sample, f"texts[{index}]") for index, sample in enumerate(texts)]
 
 
-def _check_int(name, value, minimum):
-    """``value`` as an int >= ``minimum``, else ValueError naming it."""
+def check_int(name, value, low, high=None):
+    """``value`` as an int from ``low`` to ``high`` (no upper bound if None), else ValueError naming it.
+
+    Any integer type is accepted (numpy's included), but not a bool, a float or a str.
+    """
     try:
         if isinstance(value, bool):
             raise TypeError
         number = operator.index(value)
     except TypeError:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {number}")
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        bound = f">= {low}" if high is None else f"from {low} to {high}"
+        raise ValueError(f"{name} must be an int {bound}, got {value!r}")
     return number
 
 
@@ -118,7 +122,7 @@ class Feeder:
 
     def __init__(self, tokenizer, max_seq_len=512):
         self.tokenizer = tokenizer
-        self.max_seq_len = _check_int("max_seq_len", max_seq_len, 2)
+        self.max_seq_len = check_int("max_seq_len", max_seq_len, 2)
         self._cls_id = tokenizer.cls_id
         self._sep_id = tokenizer.sep_id
         self._pad_id = tokenizer.pad_id
@@ -158,7 +162,7 @@ class Feeder:
     def _check_pad_to(pad_to, longest):
         if pad_to is None:
             return longest
-        pad_to = _check_int("pad_to", pad_to, 1)
+        pad_to = check_int("pad_to", pad_to, 1)
         if pad_to < longest:
             raise ValueError(f"pad_to={pad_to} is shorter than the longest encoding ({longest} tokens); "
                              f"raise pad_to or lower max_seq_len")
@@ -203,7 +207,7 @@ class Feeder:
         Put results back in input order with ``Batch.indices``. An empty ``texts``
         yields no batch.
         """
-        batch_size = _check_int("batch_size", batch_size, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
         encodings = self._encode_all(texts)
         lengths = np.array([len(e.input_ids) for e in encodings], dtype=np.int64)
         if pad_to is not None:

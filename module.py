@@ -8,7 +8,7 @@ paddlehub installed; paddlehub only adds the hub integration.
 import os
 
 from .config import DEFAULT_CONFIG_FILE, BertConfig
-from .feeder import Feeder
+from .feeder import Feeder, check_int
 from .finetune import register_with_paddlehub
 from .network import MAX_SEQ_LEN
 from .tokenizer import BertTokenizer
@@ -125,8 +125,8 @@ class BertCasedLarge:
         :func:`network.inference_clone` for a deterministic copy. Paddle is left in static mode,
         which the returned program needs.
         """
-        _check_int("max_seq_len", max_seq_len, 1, MAX_SEQ_LEN)
-        _check_int("num_slots", num_slots, 1, 3)
+        check_int("max_seq_len", max_seq_len, 1, MAX_SEQ_LEN)
+        check_int("num_slots", num_slots, 1, 3)
         if not isinstance(trainable, bool):
             raise TypeError(f"trainable must be a bool, got {trainable!r}")
         import paddle
@@ -202,8 +202,3 @@ class BertCasedLarge:
     def serving_method(self, **kwargs):
         """``hub serving``: ``POST /predict/bert_cased_L-24_H-1024_A-16``, body ``{"texts": [...]}``; see serving.py."""
         return serve_request(self, kwargs)
-
-
-def _check_int(name, value, low, high):
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be an int from {low} to {high}, got {value!r}")

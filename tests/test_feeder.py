@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from bert_cased_L_24_H_1024_A_16.feeder import (FEED_NAMES, Batch, Encoding, Feeder, normalize_samples,
-                                                truncation_lengths)
+from bert_cased_L_24_H_1024_A_16.feeder import (FEED_NAMES, Batch, Encoding, Feeder, check_int,
+                                                normalize_samples, truncation_lengths)
 from bert_cased_L_24_H_1024_A_16.tokenizer import BertTokenizer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -305,3 +305,22 @@ def test_a_bad_sample_fails_before_any_batch(tokenizer):
     batches = feeder.batches([["a"], ["b"]], batch_size=1)
     assert calls == ["a", "b"]  # encoded up front
     assert len(list(batches)) == 2
+
+
+@pytest.mark.parametrize("value, low, high, expected", [
+    (3, 1, None, 3), (np.int64(512), 1, 512, 512), (np.int32(0), 0, None, 0),
+    (0, 1, None, "n must be an int >= 1, got 0"),
+    (513, 1, 512, "n must be an int from 1 to 512, got 513"),
+    (True, 0, None, "n must be an int >= 0, got True"),
+    (2.0, 1, None, "n must be an int >= 1, got 2.0"),
+    ("3", 1, 4, "n must be an int from 1 to 4, got '3'"),
+    (None, 1, None, "n must be an int >= 1, got None"),
+])
+def test_check_int_takes_any_integer_type_but_bools_floats_and_strings(value, low, high, expected):
+    if isinstance(expected, str):
+        with pytest.raises(ValueError) as error:
+            check_int("n", value, low, high)
+        assert str(error.value) == expected
+    else:
+        result = check_int("n", value, low, high)
+        assert result == expected and type(result) is int
