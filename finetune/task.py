@@ -28,6 +28,7 @@ import numpy as np
 import paddle
 
 from ..device import gpu_available
+from ..feeder import check_int
 from ..network import inference_clone, static_mode
 from .reader import read_labeled_file
 from .strategy import AdamWeightDecayStrategy, Strategy, concrete_place
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 _LATEST = "latest"
+_BEST_MODEL = "best_model"
 _task_ids = iter(range(1 << 62))
 _gpu_fallback_warned = False
 
@@ -56,25 +58,30 @@ class RunConfig:
         log_interval: log the running loss every this many steps (at INFO, when no progress bar).
         save_ckpt_interval: also checkpoint every this many steps (besides every epoch end).
         max_checkpoints: how many checkpoints to keep (oldest removed first).
+        save_best_model: with ``checkpoint_dir`` and dev data, also keep the parameters of
+            the epoch with the best dev accuracy so far in ``<checkpoint_dir>/best_model``
+            (parameters only, no optimizer state; ties keep the earlier epoch).
         shuffle: shuffle the training data each epoch (with ``seed + epoch``, so resumed runs
             see the same order).
         seed: seeds the shuffling and the classifier head's initial weights.
     """
 
     def __init__(self, num_epoch=1, batch_size=32, strategy=None, checkpoint_dir=None, use_gpu=False, use_cuda=None,
-                 log_interval=10, save_ckpt_interval=None, max_checkpoints=1, shuffle=True, seed=0, resume=True):
-        self.num_epoch = _int_at_least("num_epoch", num_epoch, 1)
-        self.batch_size = _int_at_least("batch_size", batch_size, 1)
+                 log_interval=10, save_ckpt_interval=None, max_checkpoints=1, shuffle=True, seed=0, resume=True,
+                 save_best_model=True):
+        self.num_epoch = check_int("num_epoch", num_epoch, 1)
+        self.batch_size = check_int("batch_size", batch_size, 1)
         self.strategy = _check_strategy(strategy)
         self.checkpoint_dir = os.fspath(checkpoint_dir) if checkpoint_dir is not None else None
         self.use_gpu = bool(use_gpu if use_cuda is None else use_cuda)
-        self.log_interval = _int_at_least("log_interval", log_interval, 1)
+        self.log_interval = check_int("log_interval", log_interval, 1)
         self.save_ckpt_interval = None if save_ckpt_interval is None else \
-            _int_at_least("save_ckpt_interval", save_ckpt_interval, 1)
-        self.max_checkpoints = _int_at_least("max_checkpoints", max_checkpoints, 1)
+            check_int("save_ckpt_interval", save_ckpt_interval, 1)
+        self.max_checkpoints = check_int("max_checkpoints", max_checkpoints, 1)
         self.shuffle = bool(shuffle)
-        self.seed = _int_at_least("seed", seed, 0)
+        self.seed = check_int("seed", seed, 0)
         self.resume = bool(resume)
+        self.save_best_model = bool(save_best_model)
 
     @property
     def use_cuda(self):
@@ -94,12 +101,6 @@ def _check_strategy(strategy):
     hint = " (PaddleHub's placeholder: load the module first, or import ULMFiTStrategy from this package)" \
         if strategy == 0 else ""
     raise TypeError(f"strategy must be a fine-tuning Strategy (e.g. ULMFiTStrategy(...)), got {strategy!r}{hint}")
-
-
-def _int_at_least(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _run_config(config):
@@ -177,7 +178,7 @@ class TextClassifierTask:
             if self.label_list is None:
                 raise ValueError("give num_classes or label_list")
             num_classes = len(self.label_list)
-        self.num_classes = _int_at_least("num_classes", num_classes, 2)
+        self.num_classes = check_int("num_classes", num_classes, 2)
         if self.label_list is not None and len(self.label_list) != self.num_classes:
             raise ValueError(f"label_list has {len(self.label_list)} labels but num_classes is {self.num_classes}")
         if not 0.0 <= dropout < 1.0:
@@ -377,7 +378,15 @@ class TextClassifierTask:
         logger.info("epoch %d/%d: %s", epoch + 1, config.num_epoch,
                     ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch",)))
         if config.checkpoint_dir:
+            # Best model first: a run stopped between the two redoes this epoch, and decides again.
+            if dev is not None and config.save_best_model and self._is_best(record):
+                self.save_best_model()
             self.save_checkpoint(epoch + 1, 0)
+
+    def _is_best(self, record):
+        """Whether ``record`` (the last of :attr:`history`) has a higher dev accuracy than every epoch before."""
+        earlier = [h["dev_accuracy"] for h in self.history[:-1] if "dev_accuracy" in h]
+        return not earlier or record["dev_accuracy"] > max(earlier)
 
     # -- evaluation and prediction ------------------------------------------------------
 
@@ -407,7 +416,7 @@ class TextClassifierTask:
 
         ``label`` is from ``label_list`` when the task has one, else the class index.
         """
-        size = _int_at_least("batch_size", batch_size, 1) if batch_size is not None else self.config.batch_size
+        size = check_int("batch_size", batch_size, 1) if batch_size is not None else self.config.batch_size
         results = {}
         with static_mode():
             for batch in self.feeder.batches(texts, size, sort_by_length=True, pad_to=self._pad_to):
@@ -448,19 +457,52 @@ class TextClassifierTask:
                  "num_epoch": self.config.num_epoch, "batch_size": self.config.batch_size,
                  "strategy": self.strategy.state_dict(), "history": self.history}
         name = f"step_{self.strategy.global_step}"
-        final, partial = os.path.join(root, name), os.path.join(root, name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        os.makedirs(partial)
-        _save_npz(os.path.join(partial, "tensors.npz"),
-                  ((key, lambda name=name: np.array(scope.find_var(name).get_tensor())) for key, name in tensors))
-        with open(os.path.join(partial, "state.json"), "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=1, default=_json_default)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(partial, final)
+        final = _write_tensors_and_state(root, name, scope, tensors, state)
         _write_atomically(os.path.join(root, _LATEST), name + "\n")
         self._prune_checkpoints(root, keep=name)
         logger.info("checkpoint saved: %s", final)
         return final
+
+    def save_best_model(self):
+        """Saves the parameters (no optimizer state) and the last :attr:`history` record to
+        ``<checkpoint_dir>/best_model``, replacing what was there; returns the folder.
+
+        :meth:`finetune` calls it after each epoch whose dev accuracy beats every earlier one
+        (``RunConfig(save_best_model=False)`` turns that off); :meth:`load_best_model` restores it.
+        """
+        root = self.config.checkpoint_dir
+        if not root:
+            raise ValueError("config.checkpoint_dir is not set")
+        os.makedirs(root, exist_ok=True)
+        tensors = [("param:" + self._stable(name), name) for name in self._parameters()]
+        state = {"format": CHECKPOINT_FORMAT, "parameters_only": True, "num_classes": self.num_classes,
+                 "label_list": self.label_list, "max_seq_len": self.max_seq_len,
+                 "record": self.history[-1] if self.history else None}
+        final = _write_tensors_and_state(root, _BEST_MODEL, paddle.static.global_scope(), tensors, state)
+        logger.info("best model saved: %s (%s)", final, state["record"])
+        return final
+
+    @property
+    def best_model_dir(self):
+        """``<checkpoint_dir>/best_model`` when it holds a saved model, else None."""
+        root = self.config.checkpoint_dir
+        path = os.path.join(root, _BEST_MODEL) if root else None
+        return path if path and os.path.isfile(os.path.join(path, "state.json")) else None
+
+    def load_best_model(self, path=None):
+        """Sets the task's parameters to a best model (default: :attr:`best_model_dir`); returns its
+        :attr:`history` record (epoch and metrics). The optimizer and schedule are left as they are."""
+        path = path or self.best_model_dir
+        if path is None:
+            raise FileNotFoundError(f"no best model in {self.config.checkpoint_dir!r}: it is saved by finetune "
+                                    "with checkpoint_dir set and dev data given")
+        state = self._read_state(path)
+        if not state.get("parameters_only"):
+            raise ValueError(f"{path} is a training checkpoint; resume it with load_checkpoint")
+        with np.load(os.path.join(path, "tensors.npz")) as tensors:
+            self._set_parameters(path, tensors)
+        logger.info("loaded the best model from %s (%s)", path, state["record"])
+        return state["record"]
 
     def _prune_checkpoints(self, root, keep):
         found = sorted((int(entry[5:]), entry) for entry in os.listdir(root)
@@ -490,36 +532,20 @@ class TextClassifierTask:
         path = path or self.latest_checkpoint()
         if path is None:
             return None
-        with open(os.path.join(path, "state.json"), encoding="utf-8") as f:
-            state = json.load(f)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: unknown checkpoint format {state.get('format')!r}")
-        if state["num_classes"] != self.num_classes or state["label_list"] != self.label_list:
-            raise ValueError(f"{path} was saved by a task with num_classes={state['num_classes']}, "
-                             f"label_list={state['label_list']}; this task has {self.num_classes}, {self.label_list}")
+        state = self._read_state(path)
+        if state.get("parameters_only"):
+            raise ValueError(f"{path} holds parameters only (a best model); load it with load_best_model")
         if state["strategy"].get("num_train_steps") != self.strategy.num_train_steps:
             warnings.warn(f"{path} was saved for {state['strategy']['num_train_steps']} training steps; this run "
                           f"has {self.strategy.num_train_steps}: the learning-rate schedule continues on the new "
                           f"length", stacklevel=3)
         self.strategy.set_state_dict(state["strategy"])  # builds the training program of the saved stage
         scope = paddle.static.global_scope()
-        params = self._parameters()
-        optimizer_state = self.strategy.optimizer_state_names()
         with np.load(os.path.join(path, "tensors.npz")) as tensors:
-            stored = set(tensors.files)
-            missing = [name for name in params if "param:" + self._stable(name) not in stored]
-            if missing:
-                raise ValueError(f"{path} does not hold the parameters {missing[:5]}{'...' if len(missing) > 5 else ''}"
-                                 f"; it was saved for another network")
-            for name, param in params.items():
-                array = tensors["param:" + self._stable(name)]
-                if tuple(array.shape) != tuple(param.shape):
-                    raise ValueError(f"{path}: parameter {name} has shape {list(array.shape)}, "
-                                     f"the network has {list(param.shape)}")
-                _set_tensor(scope, name, array, self.place)
-            for stable, name in optimizer_state.items():
+            self._set_parameters(path, tensors)
+            for stable, name in self.strategy.optimizer_state_names().items():
                 key = "opt:" + self._stable(stable)
-                if key in stored:
+                if key in tensors.files:
                     _set_tensor(scope, name, tensors[key], self.place)
                 else:
                     logger.warning("%s has no optimizer state %s; it starts fresh", path, stable)
@@ -527,6 +553,34 @@ class TextClassifierTask:
         logger.info("resumed from %s (epoch %d, step %d of it, global step %d)", path, state["epoch"] + 1,
                     state["step_in_epoch"], self.strategy.global_step)
         return int(state["epoch"]), int(state["step_in_epoch"])
+
+    def _read_state(self, path):
+        """``state.json`` of a checkpoint or best model, checked to belong to a task like this one."""
+        with open(os.path.join(path, "state.json"), encoding="utf-8") as f:
+            state = json.load(f)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: unknown checkpoint format {state.get('format')!r}")
+        if state["num_classes"] != self.num_classes or state["label_list"] != self.label_list:
+            raise ValueError(f"{path} was saved by a task with num_classes={state['num_classes']}, "
+                             f"label_list={state['label_list']}; this task has {self.num_classes}, {self.label_list}")
+        return state
+
+    def _set_parameters(self, path, tensors):
+        """Sets every parameter from ``tensors`` (the open ``<path>/tensors.npz``), after checking that
+        all are there with the network's shapes."""
+        params = self._parameters()
+        missing = [name for name in params if "param:" + self._stable(name) not in tensors.files]
+        if missing:
+            raise ValueError(f"{path} does not hold the parameters {missing[:5]}{'...' if len(missing) > 5 else ''}"
+                             f"; it was saved for another network")
+        arrays = {name: tensors["param:" + self._stable(name)] for name in params}
+        for name, param in params.items():
+            if tuple(arrays[name].shape) != tuple(param.shape):
+                raise ValueError(f"{path}: parameter {name} has shape {list(arrays[name].shape)}, "
+                                 f"the network has {list(param.shape)}")
+        scope = paddle.static.global_scope()
+        for name, array in arrays.items():
+            _set_tensor(scope, name, array, self.place)
 
     def close(self):
         """Frees the head and the optimizer state from the global scope (the module's weights stay)."""
@@ -558,6 +612,21 @@ def _set_tensor(scope, name, array, place):
     if tensor._is_initialized():
         place = concrete_place(tensor._place(), place)
     tensor.set(np.ascontiguousarray(array), place)
+
+
+def _write_tensors_and_state(root, name, scope, tensors, state):
+    """Writes ``<root>/<name>/`` (``tensors.npz`` of ``(key, scope variable)`` pairs and ``state.json``)
+    through ``<name>.partial``, so an interrupted save never replaces a complete folder; returns it."""
+    final, partial = os.path.join(root, name), os.path.join(root, name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    _save_npz(os.path.join(partial, "tensors.npz"),
+              ((key, lambda var=var: np.array(scope.find_var(var).get_tensor())) for key, var in tensors))
+    with open(os.path.join(partial, "state.json"), "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=1, default=_json_default)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(partial, final)
+    return final
 
 
 def _save_npz(path, items):

@@ -504,7 +504,57 @@ def test_resumed_run_continues_from_its_checkpoint(mech_module, tmp_path, monkey
     for name, array in full_values.items():
         np.testing.assert_allclose(values[name], array, rtol=1e-5, atol=1e-7, err_msg=name)
     kept = ["step_10", "step_15"] if where == "epoch end" else ["step_12", "step_15"]
-    assert sorted(os.listdir(tmp_path / "ckpt")) == ["latest"] + kept  # max_checkpoints=2
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["best_model", "latest"] + kept  # max_checkpoints=2
     # A finished run resumes to nothing left to do.
     task, history, _ = run(tmp_path / "ckpt")
     assert task.strategy.global_step == 15 and len(history) == 3
+
+
+def test_the_best_dev_epoch_is_kept_and_restores_its_parameters(mech_module, tmp_path, monkeypatch):
+    """The best model holds the parameters of the epoch with the highest dev accuracy (the earlier on a tie),
+    not the last epoch's, and a new task reloads exactly those."""
+    train, dev = synthetic(40, 5), synthetic(24, 6)
+    strategy = ULMFiTStrategy(learning_rate=5e-3, params_layer=mech_module.get_params_layer())
+    config = RunConfig(num_epoch=4, batch_size=8, strategy=strategy, checkpoint_dir=tmp_path / "ckpt")
+    task = TextClassifierTask(mech_module, num_classes=2, max_seq_len=SEQ, dropout=0.0, config=config)
+    scripted = iter([0.6, 0.9, 0.7, 0.9])  # Dev accuracies per epoch: epoch 2 is the best.
+    monkeypatch.setattr(task, "_evaluate_encoded",
+                        lambda encodings, labels: {"loss": 1.0, "accuracy": next(scripted), "num_examples": 24})
+    after_epoch, save = [], task.save_checkpoint
+
+    def save_and_record(epoch, step_in_epoch):
+        after_epoch.append(_parameter_values(task))
+        return save(epoch, step_in_epoch)
+    monkeypatch.setattr(task, "save_checkpoint", save_and_record)
+    task.finetune_and_eval(train, dev)
+    assert task.best_model_dir == str(tmp_path / "ckpt" / "best_model")
+    assert not _same_values(after_epoch[1], after_epoch[3])  # Training went on after the best epoch.
+
+    fresh = TextClassifierTask(mech_module, num_classes=2, max_seq_len=SEQ, dropout=0.0,
+                               config=RunConfig(batch_size=8, checkpoint_dir=tmp_path / "ckpt", seed=9))
+    assert not _same_values(_parameter_values(fresh), after_epoch[1])
+    record = fresh.load_best_model()
+    assert record["epoch"] == 2 and record["dev_accuracy"] == 0.9
+    assert _same_values(_parameter_values(fresh), after_epoch[1])
+    with pytest.raises(ValueError, match="holds parameters only"):
+        fresh.load_checkpoint(fresh.best_model_dir)
+    with pytest.raises(ValueError, match="is a training checkpoint"):
+        fresh.load_best_model(task.latest_checkpoint())
+
+    no_best = RunConfig(num_epoch=1, batch_size=8, checkpoint_dir=tmp_path / "plain", save_best_model=False,
+                        strategy=ULMFiTStrategy(learning_rate=5e-3, params_layer=mech_module.get_params_layer()))
+    plain = TextClassifierTask(mech_module, num_classes=2, max_seq_len=SEQ, dropout=0.0, config=no_best)
+    plain.finetune_and_eval(train, dev)
+    assert plain.best_model_dir is None and sorted(os.listdir(tmp_path / "plain")) == ["latest", "step_5"]
+    with pytest.raises(FileNotFoundError, match="no best model"):
+        plain.load_best_model()
+
+
+def _parameter_values(task):
+    """``{stable name: array}`` of a task's parameters (the head's name without the task's prefix)."""
+    scope = paddle.static.global_scope()
+    return {task._stable(name): np.array(scope.find_var(name).get_tensor()) for name in task._parameters()}
+
+
+def _same_values(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[name], b[name]) for name in a)
