@@ -73,7 +73,8 @@ def build_parser():
     download.add_argument("--allow-pickle", action="store_true",
                           help="allow pickle files that can run code (pytorch_model.bin, unusual .pdparams)")
     download.add_argument("--timeout", type=_positive_float, default=30.0, metavar="S",
-                          help="seconds to wait for a connection or for data before giving up (default: 30)")
+                          help="seconds to wait for a connection or for data (or to get at least 1 KiB/s) before "
+                               "giving up (default: 30)")
     download.add_argument("--retries", type=_non_negative_int, default=3, metavar="N",
                           help="retries after a transient network failure, each resuming (default: 3)")
     download.add_argument("--keep-download", action="store_true",

@@ -8,9 +8,11 @@ Each source is a list of files fetched over HTTP(S) with :func:`fetch`, which
   on the server); a server that answers ``200`` instead of ``206`` is read again from the start, and a
   ``206`` whose ``Content-Range`` does not continue the partial file, or whose total differs from the
   recorded one, makes the partial file discarded;
-- bounds every wait: each connect and each read waits at most ``timeout`` seconds, and a transient failure
-  (timeout, reset or cut connection, 5xx, 408, 429) is retried ``retries`` times, resuming each time, so
-  a stalled server costs at most about ``(retries + 1) * timeout`` seconds plus short pauses;
+- bounds every wait: each connect and each read waits at most ``timeout`` seconds, a server that sends
+  less than ``MIN_BYTES_PER_S`` over ``timeout`` seconds counts as stalled too (it could otherwise trickle
+  a byte at a time forever), and a transient failure (timeout, stall, reset or cut connection, 5xx, 408,
+  429) is retried ``retries`` times, resuming each time, so a stalled server costs at most about
+  ``(retries + 1) * 2 * timeout`` seconds plus short pauses;
 - checks sizes: the bytes received must match ``Content-Length``/``Content-Range`` (a cut connection is
   a transient failure, resumed), there must be room on the disk, and the file must not be empty;
 - shows a tqdm progress bar on stderr when stderr is a terminal.
@@ -43,6 +45,8 @@ __all__ = ["DownloadError", "RemoteFile", "Source", "SOURCES", "DEFAULT_SOURCE",
 
 _USER_AGENT = "bert_cased_L_24_H_1024_A_16-download/1.1.0 (+python urllib)"
 _CHUNK = 1 << 20
+# A download slower than this over a whole ``timeout`` window is treated as stalled.
+MIN_BYTES_PER_S = 1024
 # HTTP statuses worth another try: the server or something on the way may answer differently in a moment.
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
@@ -224,6 +228,7 @@ def _fetch_once(url, part, meta, meta_path, timeout, progress, label):
         if total is not None:
             _check_disk_space(part, total - offset, url)
         received = offset
+        window_start, window_bytes = time.monotonic(), 0
         bar = _progress_bar(progress, total, offset, label)
         try:
             with open(part, mode) as f:
@@ -240,6 +245,14 @@ def _fetch_once(url, part, meta, meta_path, timeout, progress, label):
                         break
                     f.write(chunk)
                     received += len(chunk)
+                    window_bytes += len(chunk)
+                    window = time.monotonic() - window_start
+                    if window >= timeout:
+                        if window_bytes < MIN_BYTES_PER_S * window:
+                            raise _Transient(f"the server is too slow: {window_bytes} bytes in {window:.1f} s "
+                                             f"(under {MIN_BYTES_PER_S} bytes/s) after {received} of "
+                                             f"{_describe(total)} bytes")
+                        window_start, window_bytes = time.monotonic(), 0
                     if bar is not None:
                         bar.update(len(chunk))
                     if total is not None and received >= total:

@@ -100,6 +100,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return None
+        if mode == "trickle":  # A byte at a time, each well within the read timeout.
+            for byte in body:
+                if state.release.wait(0.2):
+                    break
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            self.close_connection = True
+            return None
         if mode == "stall-body":
             self.wfile.write(body[:len(body) // 3])
             self.wfile.flush()
@@ -448,7 +456,7 @@ def test_404_is_a_clear_error_without_retries(served, tmp_path, capsys):
     assert not dest.exists()
 
 
-@pytest.mark.parametrize("where", ["stall-headers", "stall-body"])
+@pytest.mark.parametrize("where", ["stall-headers", "stall-body", "trickle"])
 def test_a_stalled_server_gives_a_clear_error_within_a_bounded_time(served, tmp_path, where):
     server, state = served
     data = os.urandom(300_000)
@@ -459,11 +467,14 @@ def test_a_stalled_server_gives_a_clear_error_within_a_bounded_time(served, tmp_
         download.download_and_install("paddlehub", url=server.base + "/slow/", dest_dir=str(dest), retries=1,
                                       **FAST)
     elapsed = time.monotonic() - started
-    assert elapsed < 2 * 1.0 + 3.0  # two attempts of at most 1 s each, plus slack
+    assert elapsed < 2 * 2 * 1.0 + 3.0  # two attempts of at most 2 timeouts each, plus slack
     message = str(error.value)
     assert f"could not download {server.base}/slow/assets.tar.gz after 2 attempts" in message
     if where == "stall-headers":
         assert "no answer within 1 s (the timeout)" in message
+    elif where == "trickle":
+        assert "the server is too slow:" in message and "(under 1024 bytes/s)" in message
+        assert "the next run resumes" in message
     else:
         assert "the server stalled: no data for 1 s (the timeout)" in message
         assert "the next run resumes" in message
