@@ -158,6 +158,15 @@ class _Engine(typing.NamedTuple):
     prepacked_weights: bool
 
 
+class _PredictorKey(typing.NamedTuple):
+    """What a predictor is built for; a call needing another key rebuilds it."""
+
+    device: str  # "cpu" or "gpu"
+    precision: str
+    threads: int  # 0 on the GPU
+    prepacked: bool  # oneDNN fully connected kernels on weights packed once (CPU fp32 only)
+
+
 _INDEX_IN_MESSAGE = re.compile(r"^texts\[(\d+)\]")
 
 
@@ -438,7 +447,7 @@ class Embedder:
         with self._lock:
             predictor = self._ensure_predictor(engine)
             shape = feeds["input_ids"].shape
-            if self._predictor_key[3] and shape not in self._shapes_run:
+            if self._predictor_key.prepacked and shape not in self._shapes_run:
                 if len(self._shapes_run) >= _PREPACKED_SHAPE_LIMIT:
                     # oneDNN's fully connected kernels keep state per shape that only a new
                     # predictor frees; the packed weights are rebuilt with it.
@@ -478,7 +487,8 @@ class Embedder:
                                "Paddle build with oneDNN; this machine lacks them, use precision='fp32'")
         threads = self._num_threads or available_cpus()
         prepacked = engine.prepacked_weights and device == "cpu" and precision == "fp32"
-        key = ("gpu", "fp32", 0, False) if device == "gpu" else ("cpu", precision, threads, prepacked)
+        key = _PredictorKey("gpu", "fp32", 0, False) if device == "gpu" else \
+            _PredictorKey("cpu", precision, threads, prepacked)
         if self._predictor is not None and key == self._predictor_key:
             return self._predictor
         self.close()  # Free the old one first.

@@ -437,6 +437,18 @@ class TextClassifierTask:
     def _parameters(self):
         return {p.name: p for p in self._program.global_block().all_parameters()}
 
+    def _checkpoint_root(self):
+        """``config.checkpoint_dir``, created if missing; ValueError when it is not set."""
+        root = self.config.checkpoint_dir
+        if not root:
+            raise ValueError("config.checkpoint_dir is not set")
+        os.makedirs(root, exist_ok=True)
+        return root
+
+    def _parameter_entries(self):
+        """``(key in tensors.npz, scope variable)`` of every parameter, as checkpoints store them."""
+        return [("param:" + self._stable(name), name) for name in self._parameters()]
+
     def save_checkpoint(self, epoch, step_in_epoch):
         """Saves parameters, optimizer state and counters; ``epoch``/``step_in_epoch`` say where to go on.
 
@@ -444,12 +456,9 @@ class TextClassifierTask:
         and then named in ``<checkpoint_dir>/latest``, so an interrupted save never replaces a
         good checkpoint. Returns the checkpoint's folder.
         """
-        root = self.config.checkpoint_dir
-        if not root:
-            raise ValueError("config.checkpoint_dir is not set")
-        os.makedirs(root, exist_ok=True)
+        root = self._checkpoint_root()
         scope = paddle.static.global_scope()
-        tensors = [("param:" + self._stable(name), name) for name in self._parameters()]
+        tensors = self._parameter_entries()
         tensors += [("opt:" + self._stable(stable), name)
                     for stable, name in self.strategy.optimizer_state_names().items()]
         state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "step_in_epoch": step_in_epoch,
@@ -470,11 +479,8 @@ class TextClassifierTask:
         :meth:`finetune` calls it after each epoch whose dev accuracy beats every earlier one
         (``RunConfig(save_best_model=False)`` turns that off); :meth:`load_best_model` restores it.
         """
-        root = self.config.checkpoint_dir
-        if not root:
-            raise ValueError("config.checkpoint_dir is not set")
-        os.makedirs(root, exist_ok=True)
-        tensors = [("param:" + self._stable(name), name) for name in self._parameters()]
+        root = self._checkpoint_root()
+        tensors = self._parameter_entries()
         state = {"format": CHECKPOINT_FORMAT, "parameters_only": True, "num_classes": self.num_classes,
                  "label_list": self.label_list, "max_seq_len": self.max_seq_len,
                  "record": self.history[-1] if self.history else None}
