@@ -5,6 +5,7 @@
     python -m bert_cased_L_24_H_1024_A_16 download [--source huggingface|paddlehub|paddlenlp] [--url URL]
                                                    [--dest DIR] [--timeout S] [--retries N] [--allow-pickle] ...
     python -m bert_cased_L_24_H_1024_A_16 convert PATH [--dest DIR] [--config FILE] [--vocab FILE] [--allow-pickle]
+    python -m bert_cased_L_24_H_1024_A_16 upgrade [--from DIR] [--dest DIR]   (from an installed 1.x module)
     python -m bert_cased_L_24_H_1024_A_16 info [--dest DIR] [--verify] [--json]
     python -m bert_cased_L_24_H_1024_A_16 run --input_text TEXT ...   (what `hub run` does, without PaddleHub)
 
@@ -83,8 +84,9 @@ def build_parser():
 
     convert = commands.add_parser(
         "convert", help="install weights from local files",
-        description="Check and install a checkpoint you have: a 1.x assets folder (with params/) or "
-                    "assets.tar.gz, a Hugging Face folder (config.json + model.safetensors or "
+        description="Check and install a checkpoint you have: a 1.x assets folder (with params/), an installed "
+                    "1.x module folder, a tar of either or Paddle's release archive cased_L-24_H-1024_A-16.tar.gz, "
+                    "a Hugging Face folder (config.json + model.safetensors or "
                     "pytorch_model.bin, vocab.txt), or a PaddleNLP .pdparams file. Installation is atomic.")
     convert.add_argument("path", metavar="PATH", help="the checkpoint folder or file")
     convert.add_argument("--dest", metavar="DIR", help="weights dir to install into (default: see above)")
@@ -94,6 +96,14 @@ def build_parser():
                                                          "the package's)")
     convert.add_argument("--allow-pickle", action="store_true",
                          help="allow pickle files that can run code (pytorch_model.bin, unusual .pdparams)")
+
+    upgrade = commands.add_parser(
+        "upgrade", help="upgrade a PaddleHub 1.x install of this module, keeping its weights",
+        description="Carry the weights of an installed 1.x module over to the weights folder, then `hub install` "
+                    "this package (which removes the 1.x module folder, weights included, first).")
+    upgrade.add_argument("--from", dest="module_dir", metavar="DIR",
+                         help=f"the installed 1.x module (default: $HUB_HOME/modules/{PACKAGE})")
+    upgrade.add_argument("--dest", metavar="DIR", help="weights dir to carry them to (default: see above)")
 
     info = commands.add_parser("info", help="where the weights are, their source and checks",
                                description="Show the installed weights: folder, source, configuration, checks.")
@@ -117,7 +127,7 @@ def main(argv=None):
             args = parser.parse_args(argv)
     except SystemExit as e:  # --help or a usage error, already printed by argparse
         return e.code if isinstance(e.code, int) else 2
-    handlers = {"download": _download, "convert": _convert, "info": _info, "run": _run}
+    handlers = {"download": _download, "convert": _convert, "upgrade": _upgrade, "info": _info, "run": _run}
     try:
         return handlers[args.command](args) or 0
     except CommandError as e:
@@ -130,8 +140,11 @@ def main(argv=None):
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except Exception as e:
         from .download import DownloadError
-        from .weights import WeightsError
+        from .weights import PickleRefusedError, WeightsError
 
+        if isinstance(e, PickleRefusedError):
+            _error(e.naming("--allow-pickle"))
+            return 1
         if isinstance(e, (DownloadError, WeightsError)):
             _error(str(e))
             return 1
@@ -198,6 +211,18 @@ def _convert(args):
     _hint_env(installed)
 
 
+def _upgrade(args):
+    from .upgrade import upgrade
+
+    try:
+        carried = upgrade(module_dir=args.module_dir, dest_dir=args.dest)
+    except RuntimeError as e:
+        raise CommandError(str(e)) from None
+    print(f"upgraded {HUB_NAME}" + (f"; its 1.x weights are in {carried}" if carried else ""))
+    if carried:
+        _hint_env(carried)
+
+
 def _hint_env(installed):
     """Says how to make the module use weights installed off the default place."""
     from . import weights
@@ -227,10 +252,12 @@ def _info(args):
         vocab = os.path.join(folder, "vocab.txt")
         weights.check_vocab(vocab if os.path.isfile(vocab) else weights.PACKAGE_VOCAB_FILE, config)
         verified = list(weights.checks.CHECKS)
+    casing = weights.installed_casing(folder, weights.PACKAGE_VOCAB_FILE)
     used = _module_folder()
     if args.json:
         print(json.dumps({"weights_dir": folder, "used_by_module": used == folder, "manifest": manifest,
-                          "config": config.to_dict(), "verified": verified}, indent=2, sort_keys=True))
+                          "config": config.to_dict(), "verified": verified, "do_lower_case": casing.do_lower_case,
+                          "casing_told_by": casing.told_by}, indent=2, sort_keys=True))
         return
     lines = [f"weights dir:  {folder}" + ("" if used == folder else f"  (the module uses {used or 'none'})")]
     if manifest is None:
@@ -257,6 +284,8 @@ def _info(args):
     lines.append(f"config:       hidden {config.hidden_size}, {config.num_hidden_layers} layers, "
                  f"{config.num_attention_heads} heads, intermediate {config.intermediate_size}, "
                  f"vocab {config.vocab_size}")
+    lines.append("tokenizer:    " + ("uncased (lower-cases and strips accents)" if casing.do_lower_case else "cased")
+                 + f", told by {casing.told_by}")
     if verified:
         lines.append("verified now: " + ", ".join(verified))
     print("\n".join(lines))

@@ -79,10 +79,11 @@ class Source:
 
 SOURCES = {
     "paddlehub": Source(
-        "paddlehub", "the PaddleHub 1.x release archive (assets.tar.gz: params/, vocab.txt, bert_config.json)",
-        (RemoteFile("assets.tar.gz",
-                    "https://paddlehub.bj.bcebos.com/model/nlp/bert_cased_L_24_H_1024_A_16/assets.tar.gz"),),
-        "assets.tar.gz"),
+        "paddlehub", "Paddle's BERT release archive, which PaddleHub's build script turned into the 1.x module's "
+                     "assets (cased_L-24_H-1024_A-16.tar.gz: params/, vocab.txt, bert_config.json)",
+        (RemoteFile("cased_L-24_H-1024_A-16.tar.gz",
+                    "https://bert-models.bj.bcebos.com/cased_L-24_H-1024_A-16.tar.gz"),),
+        "cased_L-24_H-1024_A-16.tar.gz"),
     "paddlenlp": Source(
         "paddlenlp", "PaddleNLP's bert-large-cased state dict (bert-large-cased.pdparams; the package's vocabulary)",
         (RemoteFile("bert-large-cased.pdparams",
@@ -524,7 +525,8 @@ def download_and_install(source=DEFAULT_SOURCE, url=None, dest_dir=None, cache_d
         "vocab_matches_package": weights.read_vocab(vocab) == package_vocab,
     }
     log(f"installing into {dest_dir}")
-    installed = weights.install(checkpoint.arrays, checkpoint.config, vocab, dest_dir, source_info)
+    installed = weights.install(checkpoint.arrays, checkpoint.config, vocab, dest_dir, source_info,
+                                casing=checkpoint.casing)
     if not keep_download:
         shutil.rmtree(folder, ignore_errors=True)
         try:

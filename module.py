@@ -12,7 +12,7 @@ from .feeder import Feeder, check_int
 from .finetune import register_with_paddlehub
 from .network import MAX_SEQ_LEN
 from .tokenizer import BertTokenizer
-from .weights import MissingWeightsError, find_weights, load_weights, read_manifest
+from .weights import Casing, MissingWeightsError, find_weights, installed_casing, load_weights, read_manifest
 from .weights.names import HUB_PREFIX, legacy_parameter_shapes, layer_of
 from .serving import serve_request  # importing it also guards `hub serving` against non-object JSON bodies
 
@@ -92,10 +92,22 @@ class BertCasedLarge:
         return self._config
 
     @property
+    def casing(self):
+        """The installed checkpoint's :class:`weights.Casing`: whether it lower-cases its input, and what told so.
+
+        Without installed weights: the package's cased vocabulary.
+        """
+        try:
+            weights_dir = self.weights_dir
+        except MissingWeightsError:
+            return Casing(False, "the package's vocabulary (no weights installed)")
+        return installed_casing(weights_dir, VOCAB_FILE)
+
+    @property
     def tokenizer(self):
-        """The cased WordPiece tokenizer over :meth:`get_vocab_path`."""
+        """The WordPiece tokenizer over :meth:`get_vocab_path`, cased unless the checkpoint is uncased (:attr:`casing`)."""
         if self._tokenizer is None:
-            self._tokenizer = BertTokenizer(self.get_vocab_path(), do_lower_case=False)
+            self._tokenizer = BertTokenizer(self.get_vocab_path(), do_lower_case=self.casing.do_lower_case)
         return self._tokenizer
 
     def get_vocab_path(self):

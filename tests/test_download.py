@@ -155,21 +155,31 @@ def served(server):
 
 # -- small checkpoints in each format -----------------------------------------------------------------------------
 
+# The pretraining heads in Paddle's release archive, which the converter skips (tiny config's sizes).
+PRETRAINING_HEADS = {"mask_lm_trans_fc.w_0": (CONFIG.hidden_size, CONFIG.hidden_size),
+                     "mask_lm_trans_fc.b_0": (CONFIG.hidden_size,),
+                     "mask_lm_trans_layer_norm_scale": (CONFIG.hidden_size,),
+                     "mask_lm_trans_layer_norm_bias": (CONFIG.hidden_size,), "mask_lm_out_fc.b_0": (CONFIG.vocab_size,),
+                     "next_sent_fc.w_0": (CONFIG.hidden_size, 2), "next_sent_fc.b_0": (2,)}
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """``{source: (bytes per file name, expected 1.x arrays)}`` for the three sources, tiny config."""
     root = tmp_path_factory.mktemp("checkpoints")
     built = {}
 
+    # Paddle's release archive (SPEC section 4): unprefixed names, plus pretraining heads that are not ours.
     arrays = random_arrays(CONFIG, seed=1)
-    assets = root / "legacy" / "assets"
-    legacy.write_params_dir(str(assets / "params"), arrays)
-    CONFIG.to_json_file(str(assets / "bert_config.json"))
-    (assets / "vocab.txt").write_bytes(PACKAGE_VOCAB.read_bytes())
+    release = root / "release" / "cased_L-24_H-1024_A-16"
+    heads = {name: np.ones(shape, np.float32) for name, shape in PRETRAINING_HEADS.items()}
+    legacy.write_params_dir(str(release / "params"), {**arrays, **heads})
+    CONFIG.to_json_file(str(release / "bert_config.json"))
+    (release / "vocab.txt").write_bytes(PACKAGE_VOCAB.read_bytes())
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-        tar.add(str(assets), arcname="assets")
-    built["paddlehub"] = ({"assets.tar.gz": archive.getvalue()}, arrays)
+        tar.add(str(release), arcname="cased_L-24_H-1024_A-16")
+    built["paddlehub"] = ({"cased_L-24_H-1024_A-16.tar.gz": archive.getvalue()}, arrays)
 
     import paddle
 
@@ -214,8 +224,7 @@ def config_file(tmp_path):
 # -- sources and mirrors ------------------------------------------------------------------------------------------
 
 def test_default_urls_are_the_ones_of_spec_section_4():
-    assert [f.url for f in source_files("paddlehub")] == [
-        "https://paddlehub.bj.bcebos.com/model/nlp/bert_cased_L_24_H_1024_A_16/assets.tar.gz"]
+    assert [f.url for f in source_files("paddlehub")] == ["https://bert-models.bj.bcebos.com/cased_L-24_H-1024_A-16.tar.gz"]
     assert [f.url for f in source_files("paddlenlp")] == [
         "http://bj.bcebos.com/paddlenlp/models/transformers/bert/bert-large-cased.pdparams"]
     assert [f.url for f in source_files("huggingface")] == [
@@ -226,8 +235,8 @@ def test_default_urls_are_the_ones_of_spec_section_4():
 def test_a_mirror_url_replaces_the_base_or_names_the_file():
     assert [f.url for f in source_files("huggingface", "http://m.example/bert")] == [
         f"http://m.example/bert/{name}" for name in ("config.json", "vocab.txt", "model.safetensors")]
-    assert source_files("paddlehub", "https://m.example/x/")[0].url == "https://m.example/x/assets.tar.gz"
-    assert source_files("paddlehub", "https://m.example/y/assets.tar.gz")[0].url == "https://m.example/y/assets.tar.gz"
+    assert source_files("paddlehub", "https://m.example/x/")[0].url == "https://m.example/x/cased_L-24_H-1024_A-16.tar.gz"
+    assert source_files("paddlehub", "https://m.example/y/cased_L-24_H-1024_A-16.tar.gz")[0].url == "https://m.example/y/cased_L-24_H-1024_A-16.tar.gz"
     with pytest.raises(DownloadError, match="http:// or https://"):
         source_files("huggingface", "ftp://m.example/")
     with pytest.raises(DownloadError, match="unknown source"):
@@ -290,17 +299,17 @@ def test_download_cut_midway_is_kept_and_resumed_by_the_next_run(served, checkpo
     server, state = served
     files, expected = checkpoints["paddlehub"]
     prefix = _serve(state, files)
-    path = prefix + "assets.tar.gz"
+    path = prefix + "cased_L-24_H-1024_A-16.tar.gz"
     state.modes[path], state.cut_times[path] = "cut", 1
     dest = tmp_path / "weights"
     with pytest.raises(DownloadError) as error:
         download.download_and_install("paddlehub", url=server.base + prefix, dest_dir=str(dest), retries=0, **FAST)
     message = str(error.value)
-    half = len(files["assets.tar.gz"]) // 2
-    assert f"the connection closed after {half} of {len(files['assets.tar.gz'])} bytes" in message
+    half = len(files["cased_L-24_H-1024_A-16.tar.gz"]) // 2
+    assert f"the connection closed after {half} of {len(files['cased_L-24_H-1024_A-16.tar.gz'])} bytes" in message
     assert "the next run resumes" in message
     assert not dest.exists()
-    part = pathlib.Path(download.default_cache_dir(str(dest))) / "paddlehub" / "assets.tar.gz.part"
+    part = pathlib.Path(download.default_cache_dir(str(dest))) / "paddlehub" / "cased_L-24_H-1024_A-16.tar.gz.part"
     assert part.stat().st_size == half
 
     download.download_and_install("paddlehub", url=server.base + prefix, dest_dir=str(dest), retries=0, **FAST)
@@ -393,13 +402,13 @@ def _corrupt(data):
 def test_a_damaged_archive_is_rejected_and_nothing_is_installed(served, checkpoints, previous_install, damage):
     server, state = served
     dest, digest = previous_install
-    good = checkpoints["paddlehub"][0]["assets.tar.gz"]
+    good = checkpoints["paddlehub"][0]["cased_L-24_H-1024_A-16.tar.gz"]
     bad = _corrupt(good) if damage == "corrupt" else good[:len(good) * 2 // 3]
-    prefix = _serve(state, {"assets.tar.gz": bad})
+    prefix = _serve(state, {"cased_L-24_H-1024_A-16.tar.gz": bad})
     with pytest.raises(DownloadError) as error:
         download.download_and_install("paddlehub", url=server.base + prefix, dest_dir=str(dest), **FAST)
     message = str(error.value)
-    assert f"assets.tar.gz is a {damage} gzip archive" in message
+    assert f"cased_L-24_H-1024_A-16.tar.gz is a {damage} gzip archive" in message
     assert f"Nothing was installed (the weights in {dest} are as they were)" in message
     assert tree_digest(dest) == digest
     assert weights.read_manifest(str(dest))["source"] == {"format": "test"}
@@ -421,7 +430,7 @@ def test_a_truncated_safetensors_file_is_rejected_before_reading(served, checkpo
 
 def test_an_html_page_instead_of_the_archive_is_rejected(served, tmp_path, capsys):
     server, state = served
-    prefix = _serve(state, {"assets.tar.gz": b"<!DOCTYPE html><html><body>Moved</body></html>\n"})
+    prefix = _serve(state, {"cased_L-24_H-1024_A-16.tar.gz": b"<!DOCTYPE html><html><body>Moved</body></html>\n"})
     dest = tmp_path / "weights"
     argv = ["download", "--source", "paddlehub", "--url", server.base + prefix, "--dest", str(dest), "--no-progress"]
     assert cli.main(argv) == 1
@@ -460,7 +469,7 @@ def test_404_is_a_clear_error_without_retries(served, tmp_path, capsys):
 def test_a_stalled_server_gives_a_clear_error_within_a_bounded_time(served, tmp_path, where):
     server, state = served
     data = os.urandom(300_000)
-    state.files["/slow/assets.tar.gz"], state.modes["/slow/assets.tar.gz"] = data, where
+    state.files["/slow/cased_L-24_H-1024_A-16.tar.gz"], state.modes["/slow/cased_L-24_H-1024_A-16.tar.gz"] = data, where
     dest = tmp_path / "weights"
     started = time.monotonic()
     with pytest.raises(DownloadError) as error:
@@ -469,7 +478,7 @@ def test_a_stalled_server_gives_a_clear_error_within_a_bounded_time(served, tmp_
     elapsed = time.monotonic() - started
     assert elapsed < 2 * 2 * 1.0 + 3.0  # two attempts of at most 2 timeouts each, plus slack
     message = str(error.value)
-    assert f"could not download {server.base}/slow/assets.tar.gz after 2 attempts" in message
+    assert f"could not download {server.base}/slow/cased_L-24_H-1024_A-16.tar.gz after 2 attempts" in message
     if where == "stall-headers":
         assert "no answer within 1 s (the timeout)" in message
     elif where == "trickle":
@@ -485,7 +494,7 @@ def test_a_refused_connection_is_a_clear_error(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
-    with pytest.raises(DownloadError, match=rf"could not download http://127.0.0.1:{port}/assets.tar.gz after 2 "
+    with pytest.raises(DownloadError, match=rf"could not download http://127.0.0.1:{port}/cased_L-24_H-1024_A-16.tar.gz after 2 "
                                             r"attempts: cannot connect: .*[Rr]efused"):
         download.download_and_install("paddlehub", url=f"http://127.0.0.1:{port}/", dest_dir=str(tmp_path / "w"),
                                       retries=1, **FAST)

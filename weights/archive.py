@@ -15,8 +15,10 @@ import tempfile
 import zlib
 
 from ..config import BertConfig
+from .casing import casing_in_json
 from .checks import WeightsError
-from .legacy import read_tensor_from
+from .legacy import add_parameter, read_tensor_from
+from .names import unprefixed
 
 __all__ = ["read_archive"]
 
@@ -25,12 +27,14 @@ _MAX_SMALL_FILE = 64 << 20
 
 
 def read_archive(path, progress=None):
-    """``(tensors, config or None, vocab file or None)`` of a 1.x assets archive (any tar compression).
+    """``(tensors, config or None, vocab file or None, Casing or None)`` of a 1.x assets archive (any tar
+    compression).
 
-    ``tensors`` maps each file name in the archive's one ``params/`` folder to its array as stored;
-    the config and vocab are the ``bert_config.json`` and ``vocab.txt`` beside that ``params/``. The vocab is
-    copied to a temporary folder removed when the interpreter exits. ``progress("read", done, None)`` is
-    called after each parameter. A corrupt or truncated archive raises WeightsError.
+    ``tensors`` maps each file name in the archive's one ``params/`` folder, less any HUB_PREFIX, to its array
+    as stored; the config and vocab are the ``bert_config.json`` and ``vocab.txt`` beside that ``params/``, the
+    casing that config's ``do_lower_case``. The vocab is copied to a temporary folder removed when the
+    interpreter exits. ``progress("read", done, None)`` is called after each parameter. A corrupt or truncated
+    archive raises WeightsError.
     """
     tensors, small, roots = {}, {}, set()
     try:
@@ -41,8 +45,9 @@ def read_archive(path, progress=None):
                     continue
                 if len(parts) >= 2 and parts[-2] == "params":
                     roots.add(parts[:-2])
-                    tensors[parts[-1]] = read_tensor_from(tar.extractfile(member), f"{path}:{member.name}",
-                                                          member.size)
+                    add_parameter(tensors, unprefixed(parts[-1]),
+                                  read_tensor_from(tar.extractfile(member), f"{path}:{member.name}", member.size),
+                                  path)
                     if progress:
                         progress("read", len(tensors), None)
                 elif parts[-1] in _SMALL_FILES:
@@ -57,7 +62,8 @@ def read_archive(path, progress=None):
                            + (where if roots else "none") + "; is this a 1.x assets.tar.gz?")
     root = roots.pop()
     config_bytes, vocab_bytes = (small.get(root + (name,)) for name in _SMALL_FILES)
-    return tensors, _parse_config(config_bytes, path), _save_vocab(vocab_bytes)
+    config, casing = _parse_config(config_bytes, path, "/".join(root + ("bert_config.json",)))
+    return tensors, config, _save_vocab(vocab_bytes), casing
 
 
 def _checked_parts(member, path):
@@ -76,11 +82,13 @@ def _checked_parts(member, path):
                        "1.x assets archive")
 
 
-def _parse_config(raw, path):
+def _parse_config(raw, path, member):
+    """``(BertConfig, Casing or None)`` of a ``bert_config.json``'s bytes, ``(None, None)`` without one."""
     if raw is None:
-        return None
+        return None, None
     try:
-        return BertConfig.from_dict(json.loads(raw.decode("utf-8")))
+        values = json.loads(raw.decode("utf-8"))
+        return BertConfig.from_dict(values), casing_in_json(values, f"{path}:{member}")
     except (ValueError, TypeError, AttributeError) as e:
         raise WeightsError(f"{path}: bad bert_config.json: {e}") from None
 

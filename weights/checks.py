@@ -6,7 +6,7 @@ import numpy as np
 
 from .names import legacy_parameter_shapes
 
-__all__ = ["WeightsError", "MissingWeightsError", "check_arrays", "to_float32", "read_vocab", "check_vocab",
+__all__ = ["WeightsError", "MissingWeightsError", "PickleRefusedError", "check_arrays", "to_float32", "read_vocab", "check_vocab",
            "SPECIAL_TOKENS", "CHECKS"]
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,19 @@ class WeightsError(Exception):
 
 class MissingWeightsError(WeightsError):
     """No installed weights where the package looked for them."""
+
+
+class PickleRefusedError(WeightsError):
+    """A pickle that could run code, refused because pickles were not allowed.
+
+    The message names the Python switch ``allow_pickle=True``; :meth:`naming` words it for another
+    interface (``--allow-pickle`` on the command line).
+    """
+
+    SWITCH = "allow_pickle=True"
+
+    def naming(self, switch):
+        return str(self).replace(self.SWITCH, switch)
 
 
 def check_arrays(arrays, config, source=None):

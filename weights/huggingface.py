@@ -9,7 +9,7 @@ import json
 import os
 
 from ..config import BertConfig
-from .checks import WeightsError
+from .checks import PickleRefusedError, WeightsError
 from .foreign import to_legacy
 from .names import huggingface_names
 
@@ -93,10 +93,10 @@ def _read_safetensors(path):
 
 def _pickle_reader(folder, name, allow_pickle):
     if not allow_pickle:
-        raise WeightsError(
+        raise PickleRefusedError(
             f"{os.path.join(folder, name)} is a pickle (PyTorch's .bin format), and unpickling a file can run "
             "arbitrary code, so it is refused by default. Prefer model.safetensors; if you trust this file, "
-            "pass allow_pickle=True (it is then read with torch.load(weights_only=True)).")
+            f"pass {PickleRefusedError.SWITCH} (it is then read with torch.load(weights_only=True)).")
     try:
         import torch
     except ImportError:

@@ -13,10 +13,10 @@ import struct
 import numpy as np
 
 from .checks import WeightsError, to_float32
-from .names import legacy_parameter_shapes
+from .names import HUB_PREFIX, legacy_parameter_shapes, unprefixed
 
 __all__ = ["read_dense_tensor", "write_dense_tensor", "read_params_dir", "write_params_dir",
-           "read_tensor_from", "keep_parameters"]
+           "read_tensor_from", "keep_parameters", "add_parameter"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,8 @@ def write_dense_tensor(path, array):
 def read_params_dir(params_dir, config, progress=None):
     """``{1.x name: float32 array}`` for every parameter of ``config`` that has a file in ``params_dir``.
 
+    Files are named by the 1.x name, bare (the release) or after HUB_PREFIX (an installed 1.x module).
+
     Missing parameters are left out (check_arrays reports them); files of other names are skipped with a
     log message. ``progress(stage, done, total)``, if given, is called after each file with stage "read".
     """
@@ -107,10 +109,13 @@ def read_params_dir(params_dir, config, progress=None):
         present = os.listdir(params_dir)
     except OSError as e:
         raise WeightsError(f"cannot list parameter folder {params_dir}: {e}") from None
-    names = keep_parameters(present, config, params_dir)
+    files = {}
+    for file_name in sorted(present):
+        add_parameter(files, unprefixed(file_name), file_name, params_dir)
+    names = keep_parameters(files, config, params_dir)
     arrays = {}
     for done, name in enumerate(names, 1):
-        path = os.path.join(params_dir, name)
+        path = os.path.join(params_dir, files[name])
         arrays[name] = to_float32(read_dense_tensor(path), path)
         if progress:
             progress("read", done, len(names))
@@ -126,6 +131,14 @@ def write_params_dir(params_dir, arrays, progress=None):
         write_dense_tensor(os.path.join(params_dir, name), array)
         if progress:
             progress("write", done, len(arrays))
+
+
+def add_parameter(found, name, value, source):
+    """Sets ``found[name] = value``, refusing a second file of the same parameter (prefixed and bare)."""
+    if name in found:
+        raise WeightsError(f"{source}: parameter {name} is there twice (with and without the prefix {HUB_PREFIX}); "
+                           "remove one of the two files")
+    found[name] = value
 
 
 def keep_parameters(names, config, source):

@@ -8,9 +8,14 @@ Fully connected weights are stored ``[in, out]`` under 1.x and PaddleNLP names a
 import collections
 import re
 
-__all__ = ["HUB_PREFIX", "legacy_parameter_shapes", "huggingface_names", "paddlenlp_names", "layer_of"]
+__all__ = ["HUB_PREFIX", "unprefixed", "legacy_parameter_shapes", "huggingface_names", "paddlenlp_names", "layer_of"]
 
 HUB_PREFIX = "@HUB_bert_cased_L-24_H-1024_A-16@"
+
+
+def unprefixed(file_name):
+    """The 1.x name in a parameter file name: the installed 1.x module's files carry HUB_PREFIX, the release's not."""
+    return file_name[len(HUB_PREFIX):] if file_name.startswith(HUB_PREFIX) else file_name
 
 # 1.x suffix of an encoder layer parameter -> (HF suffix, PaddleNLP suffix), both under the layer.
 _LAYER_FC = {

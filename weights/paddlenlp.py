@@ -10,7 +10,7 @@ import pickle
 
 import numpy as np
 
-from .checks import WeightsError
+from .checks import PickleRefusedError, WeightsError
 from .foreign import to_legacy
 from .names import paddlenlp_names
 
@@ -51,9 +51,10 @@ class _StateDictUnpickler(pickle.Unpickler):
         try:
             return _SAFE_GLOBALS[module, name]
         except KeyError:
-            raise WeightsError(
+            raise PickleRefusedError(
                 f"{self.path}: the pickle refers to {module}.{name}, which a plain state dict does not, so it is "
-                "refused. If you trust this file, pass allow_pickle=True to read it with paddle.load.") from None
+                f"refused. If you trust this file, pass {PickleRefusedError.SWITCH} to read it with paddle.load.") \
+                from None
 
 
 def _load_restricted(path):

@@ -16,19 +16,20 @@ import shutil
 
 from .. import HUB_NAME, __version__
 from ..config import DEFAULT_CONFIG_FILE, BertConfig
-from .checks import CHECKS, MissingWeightsError, WeightsError, check_arrays, check_vocab
+from .casing import UNTOLD, Casing, casing_of_vocab, decide_casing, read_casing_in_json
+from .checks import CHECKS, MissingWeightsError, WeightsError, check_arrays, check_vocab, read_vocab
 from .legacy import read_params_dir, write_params_dir
 
-__all__ = ["WEIGHTS_ENV", "default_weights_dir", "find_weights", "is_weights_dir", "install", "load_weights",
-           "read_manifest", "read_weights_config", "recover_interrupted_install"]
+__all__ = ["WEIGHTS_ENV", "default_weights_dir", "hub_home", "find_weights", "is_weights_dir", "install", "load_weights",
+           "read_manifest", "read_weights_config", "recover_interrupted_install", "told_casing", "installed_casing"]
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_ENV = "BERT_CASED_L_24_H_1024_A_16_WEIGHTS"
 _PACKAGE = "bert_cased_L_24_H_1024_A_16"
 _COMMANDS = (f"`python -m {_PACKAGE} download` downloads and installs them; "
-             f"`python -m {_PACKAGE} convert <path>` installs a checkpoint you have (a 1.x assets folder or "
-             "assets.tar.gz, a Hugging Face folder, or a PaddleNLP .pdparams file)")
+             f"`python -m {_PACKAGE} convert <path>` installs a checkpoint you have (a 1.x assets or module folder, "
+             "a tar of it, a Hugging Face folder, or a PaddleNLP .pdparams file)")
 
 
 def default_weights_dir():
@@ -36,8 +37,12 @@ def default_weights_dir():
     (``HUB_HOME`` defaults to ``~/.paddlehub``)."""
     if os.environ.get(WEIGHTS_ENV):
         return os.path.abspath(os.path.expanduser(os.environ[WEIGHTS_ENV]))
-    hub_home = os.environ.get("HUB_HOME") or os.path.join("~", ".paddlehub")
-    return os.path.abspath(os.path.join(os.path.expanduser(hub_home), "weights", _PACKAGE))
+    return os.path.join(hub_home(), "weights", _PACKAGE)
+
+
+def hub_home():
+    """PaddleHub's home folder: ``$HUB_HOME``, else ``~/.paddlehub``."""
+    return os.path.abspath(os.path.expanduser(os.environ.get("HUB_HOME") or os.path.join("~", ".paddlehub")))
 
 
 def is_weights_dir(path):
@@ -95,7 +100,24 @@ def read_manifest(weights_dir):
         raise WeightsError(f"cannot read manifest {path}: {e}") from None
 
 
-def install(arrays, config, vocab_file, dest_dir, source_info, progress=None):
+def told_casing(weights_dir):
+    """The Casing a weights dir states: its manifest's record, else its ``bert_config.json``'s ``do_lower_case``
+    (1.x assets); None when neither says."""
+    manifest = read_manifest(weights_dir) or {}
+    if isinstance(manifest.get("do_lower_case"), bool):
+        return Casing(manifest["do_lower_case"], manifest.get("casing_told_by", "manifest.json"))
+    return read_casing_in_json(os.path.join(weights_dir, "bert_config.json"))
+
+
+def installed_casing(weights_dir, fallback_vocab):
+    """The Casing to tokenize a weights dir's checkpoint with: what it states (told_casing), else what its
+    ``vocab.txt`` (or ``fallback_vocab`` when it has none) tells, else cased."""
+    vocab = os.path.join(weights_dir, "vocab.txt")
+    return (told_casing(weights_dir) or casing_of_vocab(read_vocab(vocab if os.path.isfile(vocab) else fallback_vocab))
+            or Casing(False, UNTOLD))
+
+
+def install(arrays, config, vocab_file, dest_dir, source_info, progress=None, casing=None):
     """Validates, then installs weights as the weights dir ``dest_dir``, atomically; returns its absolute path.
 
     ``arrays`` maps 1.x names to arrays (written as float32); ``source_info`` (JSON-able; e.g. format, path
@@ -103,6 +125,8 @@ def install(arrays, config, vocab_file, dest_dir, source_info, progress=None):
     written and fsynced beside ``dest_dir`` (manifest last), then swapped in by renames. On any failure or
     interruption the previous ``dest_dir`` (if any) is left as it was and the temporary dir removed.
     An existing ``dest_dir`` must be an empty folder or a weights dir; a symbolic link is followed.
+    ``casing``, the Casing the checkpoint states (None: what the vocabulary tells, with a warning if it cannot), is
+    recorded as the manifest's ``do_lower_case`` and ``casing_told_by``.
 
     Installs into one ``dest_dir`` take turns (a lock file ``.<name>.lock`` beside it, on POSIX), and
     each first clears what a killed install left there (see :func:`recover_interrupted_install`).
@@ -110,6 +134,7 @@ def install(arrays, config, vocab_file, dest_dir, source_info, progress=None):
     dest_dir = os.path.realpath(os.path.expanduser(dest_dir))
     check_arrays(arrays, config)
     check_vocab(vocab_file, config)
+    casing = decide_casing(casing, read_vocab(vocab_file), source_info.get("path") or dest_dir)
     if os.path.lexists(dest_dir) and not (is_weights_dir(dest_dir) or _is_empty_dir(dest_dir)):
         raise WeightsError(f"refusing to replace {dest_dir}: it exists and is not a weights dir")
     parent, base = os.path.split(dest_dir)
@@ -133,6 +158,8 @@ def install(arrays, config, vocab_file, dest_dir, source_info, progress=None):
                 "parameter_tensors": len(arrays),
                 "parameter_count": int(sum(array.size for array in arrays.values())),
                 "checks_passed": list(CHECKS),
+                "do_lower_case": casing.do_lower_case,
+                "casing_told_by": casing.told_by,
             })
             _fsync_tree(tmp)
             _swap_in(tmp, dest_dir, os.path.join(parent, f".{base}.old-{tag}"))
