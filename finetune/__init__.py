@@ -61,8 +61,10 @@ def register_with_paddlehub():
     PaddleHub 2.4 keeps ``hub.finetune`` as an ``EasyDict`` whose ``strategy.ULMFiTStrategy``
     is a placeholder returning 0; this sets those attributes (and the top-level
     ``hub.ULMFiTStrategy`` / ``hub.AdamWeightDecayStrategy`` placeholders) to this package's
-    classes. Attributes that hold anything other than a placeholder or one of our classes are
-    left alone. Idempotent; returns True when PaddleHub is importable and was updated, False
+    classes, and fills in the rest of the 1.x fine-tuning API with :func:`.hub1x.register`
+    (``hub.RunConfig`` keeping its strategy, ``hub.reader.ClassifyReader``, ``hub.TextClassifierTask``,
+    ``paddlehub.dataset.base_nlp_dataset``). Attributes that hold anything other than a placeholder or
+    one of our classes are left alone. Idempotent; returns True when PaddleHub is importable and was updated, False
     when it is not installed (or fails to import).
     """
     try:
@@ -83,4 +85,9 @@ def register_with_paddlehub():
     for name in ("ULMFiTStrategy", "AdamWeightDecayStrategy"):
         if _is_placeholder(getattr(paddlehub, name, None)):
             setattr(paddlehub, name, getattr(ours, name))
+    try:
+        from . import hub1x
+    except ImportError:  # a PaddleHub without the 2.4 compat package: its 1.x names are not ours to fill
+        return True
+    hub1x.register()
     return True
