@@ -29,7 +29,7 @@ _LAZY = {
     "Strategy": "strategy", "DefaultStrategy": "strategy", "AdamWeightDecayStrategy": "strategy",
     "ULMFiTStrategy": "strategy", "SlantedTriangularLR": "strategy", "LinearWarmupDecayLR": "strategy",
     "NoamWarmupLR": "strategy", "ConstantLR": "strategy", "OPTIMIZER_NAMES": "strategy",
-    "TextClassifierTask": "task", "RunConfig": "task", "read_labeled_file": "reader",
+    "TextClassifierTask": "task", "RunConfig": "run_config", "read_labeled_file": "reader",
 }
 
 #: What :func:`register_with_paddlehub` installs into ``paddlehub.finetune.strategy``.

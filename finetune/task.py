@@ -14,15 +14,12 @@ The network lives in one static program and its weights once, in
 (no weights) for evaluation and prediction, and lets the strategy build the training program.
 """
 
-import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 import warnings
-import zipfile
 
 import numpy as np
 import paddle
@@ -30,90 +27,17 @@ import paddle
 from ..device import gpu_available
 from ..feeder import check_int
 from ..network import inference_clone, static_mode
+from .checkpoint import CheckpointMixin
 from .reader import read_labeled_file
-from .strategy import AdamWeightDecayStrategy, Strategy, concrete_place
+from .run_config import RunConfig, as_run_config, check_strategy
+from .strategy import AdamWeightDecayStrategy
 
-__all__ = ["RunConfig", "TextClassifierTask"]
+__all__ = ["TextClassifierTask"]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
-_LATEST = "latest"
-_BEST_MODEL = "best_model"
 _task_ids = iter(range(1 << 62))
 _gpu_fallback_warned = False
-
-
-class RunConfig:
-    """How to run fine-tuning (PaddleHub 1.x ``RunConfig``).
-
-    Args:
-        num_epoch: passes over the training data.
-        batch_size: samples per step (training, evaluation and prediction).
-        strategy: a :class:`.strategy.Strategy`; ``None`` means ``AdamWeightDecayStrategy()``.
-        checkpoint_dir: where checkpoints go; ``None`` saves none. A task whose directory
-            holds a checkpoint resumes from it (``resume=False`` starts over).
-        use_gpu: run on GPU 0; falls back to CPU, with one warning, when Paddle has no CUDA or
-            no GPU is visible. ``use_cuda`` is the 1.x spelling.
-        log_interval: log the running loss every this many steps (at INFO, when no progress bar).
-        save_ckpt_interval: also checkpoint every this many steps (besides every epoch end).
-        max_checkpoints: how many checkpoints to keep (oldest removed first).
-        save_best_model: with ``checkpoint_dir`` and dev data, also keep the parameters of
-            the epoch with the best dev accuracy so far in ``<checkpoint_dir>/best_model``
-            (parameters only, no optimizer state; ties keep the earlier epoch).
-        shuffle: shuffle the training data each epoch (with ``seed + epoch``, so resumed runs
-            see the same order).
-        seed: seeds the shuffling and the classifier head's initial weights.
-    """
-
-    def __init__(self, num_epoch=1, batch_size=32, strategy=None, checkpoint_dir=None, use_gpu=False, use_cuda=None,
-                 log_interval=10, save_ckpt_interval=None, max_checkpoints=1, shuffle=True, seed=0, resume=True,
-                 save_best_model=True):
-        self.num_epoch = check_int("num_epoch", num_epoch, 1)
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self.strategy = _check_strategy(strategy)
-        self.checkpoint_dir = os.fspath(checkpoint_dir) if checkpoint_dir is not None else None
-        self.use_gpu = bool(use_gpu if use_cuda is None else use_cuda)
-        self.log_interval = check_int("log_interval", log_interval, 1)
-        self.save_ckpt_interval = None if save_ckpt_interval is None else \
-            check_int("save_ckpt_interval", save_ckpt_interval, 1)
-        self.max_checkpoints = check_int("max_checkpoints", max_checkpoints, 1)
-        self.shuffle = bool(shuffle)
-        self.seed = check_int("seed", seed, 0)
-        self.resume = bool(resume)
-        self.save_best_model = bool(save_best_model)
-
-    @property
-    def use_cuda(self):
-        return self.use_gpu
-
-    def __repr__(self):
-        return (f"RunConfig(num_epoch={self.num_epoch}, batch_size={self.batch_size}, strategy={self.strategy!r}, "
-                f"checkpoint_dir={self.checkpoint_dir!r}, use_gpu={self.use_gpu})")
-
-
-def _check_strategy(strategy):
-    """``strategy`` when it is one (duck-typed: a strategy from another copy of this package counts), or None."""
-    if strategy is None:
-        return None
-    if isinstance(strategy, Strategy) or all(hasattr(strategy, a) for a in ("minimize", "run", "step", "bound")):
-        return strategy
-    hint = " (PaddleHub's placeholder: load the module first, or import ULMFiTStrategy from this package)" \
-        if strategy == 0 else ""
-    raise TypeError(f"strategy must be a fine-tuning Strategy (e.g. ULMFiTStrategy(...)), got {strategy!r}{hint}")
-
-
-def _run_config(config):
-    """Our RunConfig from ours, PaddleHub 2.4's compat ``hub.RunConfig`` or None."""
-    if config is None:
-        return RunConfig()
-    if isinstance(config, RunConfig):
-        return config
-    return RunConfig(num_epoch=getattr(config, "num_epoch", 1), batch_size=getattr(config, "batch_size", 32),
-                     strategy=getattr(config, "strategy", None), checkpoint_dir=getattr(config, "checkpoint_dir", None),
-                     use_gpu=getattr(config, "use_cuda", getattr(config, "use_gpu", False)),
-                     log_interval=getattr(config, "log_interval", 10) or 10,
-                     save_ckpt_interval=getattr(config, "save_ckpt_interval", None))
 
 
 def choose_place(use_gpu):
@@ -148,7 +72,7 @@ def _labeled(data, where):
     return samples, labels
 
 
-class TextClassifierTask:
+class TextClassifierTask(CheckpointMixin):
     """A classifier on ``pooled_output`` trained with a :class:`.strategy.Strategy`.
 
     Args:
@@ -169,8 +93,8 @@ class TextClassifierTask:
 
     def __init__(self, module=None, num_classes=None, *, label_list=None, config=None, strategy=None,
                  max_seq_len=128, feeder=None, dropout=0.1, trainable=True, train_data=None, dev_data=None):
-        self.config = _run_config(config)
-        self.strategy = _check_strategy(strategy) or self.config.strategy or AdamWeightDecayStrategy()
+        self.config = as_run_config(config)
+        self.strategy = check_strategy(strategy) or self.config.strategy or AdamWeightDecayStrategy()
         if self.strategy.bound:
             raise ValueError("this strategy already trains another task; create a new strategy for each task")
         self.label_list = list(label_list) if label_list is not None else None
@@ -429,165 +353,6 @@ class TextClassifierTask:
                     results[int(index)] = (label, p.tolist())
         return [results[index] for index in range(len(results))]
 
-    # -- checkpoints --------------------------------------------------------------------
-
-    def _stable(self, name):
-        return name.removeprefix(self._tag)
-
-    def _parameters(self):
-        return {p.name: p for p in self._program.global_block().all_parameters()}
-
-    def _checkpoint_root(self):
-        """``config.checkpoint_dir``, created if missing; ValueError when it is not set."""
-        root = self.config.checkpoint_dir
-        if not root:
-            raise ValueError("config.checkpoint_dir is not set")
-        os.makedirs(root, exist_ok=True)
-        return root
-
-    def _parameter_entries(self):
-        """``(key in tensors.npz, scope variable)`` of every parameter, as checkpoints store them."""
-        return [("param:" + self._stable(name), name) for name in self._parameters()]
-
-    def save_checkpoint(self, epoch, step_in_epoch):
-        """Saves parameters, optimizer state and counters; ``epoch``/``step_in_epoch`` say where to go on.
-
-        Written to ``<checkpoint_dir>/step_<global step>/`` (``state.json`` and ``tensors.npz``)
-        and then named in ``<checkpoint_dir>/latest``, so an interrupted save never replaces a
-        good checkpoint. Returns the checkpoint's folder.
-        """
-        root = self._checkpoint_root()
-        scope = paddle.static.global_scope()
-        tensors = self._parameter_entries()
-        tensors += [("opt:" + self._stable(stable), name)
-                    for stable, name in self.strategy.optimizer_state_names().items()]
-        state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "step_in_epoch": step_in_epoch,
-                 "num_classes": self.num_classes, "label_list": self.label_list, "max_seq_len": self.max_seq_len,
-                 "num_epoch": self.config.num_epoch, "batch_size": self.config.batch_size,
-                 "strategy": self.strategy.state_dict(), "history": self.history}
-        name = f"step_{self.strategy.global_step}"
-        final = _write_tensors_and_state(root, name, scope, tensors, state)
-        _write_atomically(os.path.join(root, _LATEST), name + "\n")
-        self._prune_checkpoints(root, keep=name)
-        logger.info("checkpoint saved: %s", final)
-        return final
-
-    def save_best_model(self):
-        """Saves the parameters (no optimizer state) and the last :attr:`history` record to
-        ``<checkpoint_dir>/best_model``, replacing what was there; returns the folder.
-
-        :meth:`finetune` calls it after each epoch whose dev accuracy beats every earlier one
-        (``RunConfig(save_best_model=False)`` turns that off); :meth:`load_best_model` restores it.
-        """
-        root = self._checkpoint_root()
-        tensors = self._parameter_entries()
-        state = {"format": CHECKPOINT_FORMAT, "parameters_only": True, "num_classes": self.num_classes,
-                 "label_list": self.label_list, "max_seq_len": self.max_seq_len,
-                 "record": self.history[-1] if self.history else None}
-        final = _write_tensors_and_state(root, _BEST_MODEL, paddle.static.global_scope(), tensors, state)
-        logger.info("best model saved: %s (%s)", final, state["record"])
-        return final
-
-    @property
-    def best_model_dir(self):
-        """``<checkpoint_dir>/best_model`` when it holds a saved model, else None."""
-        root = self.config.checkpoint_dir
-        path = os.path.join(root, _BEST_MODEL) if root else None
-        return path if path and os.path.isfile(os.path.join(path, "state.json")) else None
-
-    def load_best_model(self, path=None):
-        """Sets the task's parameters to a best model (default: :attr:`best_model_dir`); returns its
-        :attr:`history` record (epoch and metrics). The optimizer and schedule are left as they are."""
-        path = path or self.best_model_dir
-        if path is None:
-            raise FileNotFoundError(f"no best model in {self.config.checkpoint_dir!r}: it is saved by finetune "
-                                    "with checkpoint_dir set and dev data given")
-        state = self._read_state(path)
-        if not state.get("parameters_only"):
-            raise ValueError(f"{path} is a training checkpoint; resume it with load_checkpoint")
-        with np.load(os.path.join(path, "tensors.npz")) as tensors:
-            self._set_parameters(path, tensors)
-        logger.info("loaded the best model from %s (%s)", path, state["record"])
-        return state["record"]
-
-    def _prune_checkpoints(self, root, keep):
-        found = sorted((int(entry[5:]), entry) for entry in os.listdir(root)
-                       if entry.startswith("step_") and entry[5:].isdigit())
-        others = [entry for _, entry in found if entry != keep]
-        for entry in others[:max(0, len(others) - (self.config.max_checkpoints - 1))]:
-            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
-
-    def latest_checkpoint(self):
-        """The folder ``<checkpoint_dir>/latest`` names, or None."""
-        root = self.config.checkpoint_dir
-        if not root:
-            return None
-        try:
-            with open(os.path.join(root, _LATEST), encoding="utf-8") as f:
-                name = f.read().strip()
-        except FileNotFoundError:
-            return None
-        path = os.path.join(root, name)
-        return path if os.path.isfile(os.path.join(path, "state.json")) else None
-
-    def load_checkpoint(self, path=None):
-        """Restores a checkpoint (default: the latest); returns ``(epoch, step_in_epoch)`` to go on from, or None.
-
-        The strategy must be bound (as :meth:`finetune` does before calling this).
-        """
-        path = path or self.latest_checkpoint()
-        if path is None:
-            return None
-        state = self._read_state(path)
-        if state.get("parameters_only"):
-            raise ValueError(f"{path} holds parameters only (a best model); load it with load_best_model")
-        if state["strategy"].get("num_train_steps") != self.strategy.num_train_steps:
-            warnings.warn(f"{path} was saved for {state['strategy']['num_train_steps']} training steps; this run "
-                          f"has {self.strategy.num_train_steps}: the learning-rate schedule continues on the new "
-                          f"length", stacklevel=3)
-        self.strategy.set_state_dict(state["strategy"])  # builds the training program of the saved stage
-        scope = paddle.static.global_scope()
-        with np.load(os.path.join(path, "tensors.npz")) as tensors:
-            self._set_parameters(path, tensors)
-            for stable, name in self.strategy.optimizer_state_names().items():
-                key = "opt:" + self._stable(stable)
-                if key in tensors.files:
-                    _set_tensor(scope, name, tensors[key], self.place)
-                else:
-                    logger.warning("%s has no optimizer state %s; it starts fresh", path, stable)
-        self.history = list(state.get("history", []))
-        logger.info("resumed from %s (epoch %d, step %d of it, global step %d)", path, state["epoch"] + 1,
-                    state["step_in_epoch"], self.strategy.global_step)
-        return int(state["epoch"]), int(state["step_in_epoch"])
-
-    def _read_state(self, path):
-        """``state.json`` of a checkpoint or best model, checked to belong to a task like this one."""
-        with open(os.path.join(path, "state.json"), encoding="utf-8") as f:
-            state = json.load(f)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: unknown checkpoint format {state.get('format')!r}")
-        if state["num_classes"] != self.num_classes or state["label_list"] != self.label_list:
-            raise ValueError(f"{path} was saved by a task with num_classes={state['num_classes']}, "
-                             f"label_list={state['label_list']}; this task has {self.num_classes}, {self.label_list}")
-        return state
-
-    def _set_parameters(self, path, tensors):
-        """Sets every parameter from ``tensors`` (the open ``<path>/tensors.npz``), after checking that
-        all are there with the network's shapes."""
-        params = self._parameters()
-        missing = [name for name in params if "param:" + self._stable(name) not in tensors.files]
-        if missing:
-            raise ValueError(f"{path} does not hold the parameters {missing[:5]}{'...' if len(missing) > 5 else ''}"
-                             f"; it was saved for another network")
-        arrays = {name: tensors["param:" + self._stable(name)] for name in params}
-        for name, param in params.items():
-            if tuple(arrays[name].shape) != tuple(param.shape):
-                raise ValueError(f"{path}: parameter {name} has shape {list(arrays[name].shape)}, "
-                                 f"the network has {list(param.shape)}")
-        scope = paddle.static.global_scope()
-        for name, array in arrays.items():
-            _set_tensor(scope, name, array, self.place)
-
     def close(self):
         """Frees the head and the optimizer state from the global scope (the module's weights stay)."""
         self.strategy.close()
@@ -604,50 +369,6 @@ def _progress(total, initial, description):
     except ImportError:
         return None
     return tqdm(total=total, initial=initial, desc=description, leave=False, file=sys.stderr)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _set_tensor(scope, name, array, place):
-    """Writes ``array`` into the scope variable ``name``, on the place it already lives on (else ``place``)."""
-    tensor = scope.var(name).get_tensor()
-    if tensor._is_initialized():
-        place = concrete_place(tensor._place(), place)
-    tensor.set(np.ascontiguousarray(array), place)
-
-
-def _write_tensors_and_state(root, name, scope, tensors, state):
-    """Writes ``<root>/<name>/`` (``tensors.npz`` of ``(key, scope variable)`` pairs and ``state.json``)
-    through ``<name>.partial``, so an interrupted save never replaces a complete folder; returns it."""
-    final, partial = os.path.join(root, name), os.path.join(root, name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
-    _save_npz(os.path.join(partial, "tensors.npz"),
-              ((key, lambda var=var: np.array(scope.find_var(var).get_tensor())) for key, var in tensors))
-    with open(os.path.join(partial, "state.json"), "w", encoding="utf-8") as f:
-        json.dump(state, f, indent=1, default=_json_default)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(partial, final)
-    return final
-
-
-def _save_npz(path, items):
-    """Writes ``(key, make_array)`` pairs as an ``.npz`` that ``np.load`` reads, one array in memory at a time."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for key, make_array in items:
-            with archive.open(key + ".npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(make_array()), allow_pickle=False)
-
-
-def _write_atomically(path, text):
-    partial = path + ".partial"
-    with open(partial, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(partial, path)
 
 
 def _move_parameters(program, place):

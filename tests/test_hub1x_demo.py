@@ -184,3 +184,16 @@ def test_the_1x_demo_runs_unchanged_with_the_strategy_it_gives(demo_env, tmp_pat
     reference = transformers.BertTokenizer(str(PACKAGE_VOCAB), do_lower_case=False)
     assert facts["sample"] == TRAIN[0][0] and facts["tokens"] == reference.tokenize(TRAIN[0][0])
     assert os.listdir(tmp_path / "ckpt")  # the checkpoint_dir it gave was used
+
+
+def test_a_hub_run_config_that_dropped_its_strategy_is_refused_not_swapped():
+    from paddlehub.compat.task.config import RunConfig as HubRunConfig
+
+    from bert_cased_L_24_H_1024_A_16.finetune import ULMFiTStrategy
+    from bert_cased_L_24_H_1024_A_16.finetune.hub1x import RunConfig
+    from bert_cased_L_24_H_1024_A_16.finetune.run_config import as_run_config
+
+    strategy = ULMFiTStrategy()
+    assert as_run_config(RunConfig(num_epoch=2, batch_size=3, strategy=strategy, use_cuda=False)).strategy is strategy
+    with pytest.raises(ValueError, match="has lost its strategy.*after hub.Module"):
+        as_run_config(HubRunConfig(num_epoch=2, batch_size=3, strategy=strategy, use_cuda=False))
