@@ -29,7 +29,7 @@ from ..feeder import check_int
 from ..network import inference_clone, static_mode
 from .checkpoint import CheckpointMixin
 from .reader import read_labeled_file
-from .run_config import RunConfig, as_run_config, check_strategy
+from .run_config import as_run_config, check_strategy
 from .strategy import AdamWeightDecayStrategy
 
 __all__ = ["TextClassifierTask"]

@@ -158,3 +158,15 @@ def run_hub(env, *args, **kwargs):
     """Runs ``hub ARGS`` in a subprocess with ``env`` (which carries its HUB_HOME), no stdin, 300 s at most."""
     return subprocess.run([hub_executable(), *args], env=env, capture_output=True, text=True, timeout=300,
                           stdin=subprocess.DEVNULL, **kwargs)
+
+
+def hub_installed_with_weights(root, arrays, config):
+    """Under ``root``: an offline hub home where a clean clone is hub-installed, and ``arrays`` installed as weights;
+    returns the environment that uses them (HUB_HOME, the weights env var)."""
+    home = offline_hub_home(root / "hub_home")
+    clone = clean_clone(root / "bert_cased_L_24_H_1024_A_16")
+    weights = install_weights(arrays, config, root / "weights")
+    env = dict(os.environ, HUB_HOME=str(home), BERT_CASED_L_24_H_1024_A_16_WEIGHTS=weights)
+    installed = run_hub(env, "install", str(clone), cwd=root)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    return env

@@ -5,13 +5,12 @@ pointed at a closed local port, and tiny random weights found through the weight
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
-from conftest import clean_clone, install_weights, offline_hub_home, run_hub
+from conftest import hub_installed_with_weights
 from test_finetune import LEARN_CONFIG, bert_init
 
 pytest.importorskip("paddlehub")
@@ -62,12 +61,7 @@ print("RESULT " + json.dumps({
 '''
 
 def test_seed_example_runs_as_written_and_its_strategy_fine_tunes(tmp_path):
-    home = offline_hub_home(tmp_path / "hub_home")
-    clone = clean_clone(tmp_path / "bert_cased_L_24_H_1024_A_16")
-    weights = install_weights(bert_init(LEARN_CONFIG), LEARN_CONFIG, tmp_path / "weights")
-    env = dict(os.environ, HUB_HOME=str(home), BERT_CASED_L_24_H_1024_A_16_WEIGHTS=weights)
-    installed = run_hub(env, "install", str(clone), cwd=tmp_path)
-    assert installed.returncode == 0, installed.stdout + installed.stderr
+    env = hub_installed_with_weights(tmp_path, bert_init(LEARN_CONFIG), LEARN_CONFIG)
     script = textwrap.dedent(SEED_EXAMPLE) + textwrap.dedent(FINETUNE_AFTER)
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=False,
                             stdin=subprocess.DEVNULL, cwd=tmp_path)

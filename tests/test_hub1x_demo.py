@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from conftest import PACKAGE_VOCAB, clean_clone, install_weights, offline_hub_home, run_hub
+from conftest import PACKAGE_VOCAB, hub_installed_with_weights
 from test_finetune import LEARN_CONFIG, bert_init
 
 pytest.importorskip("paddlehub")
@@ -148,12 +148,7 @@ DEV = [("An EXCELLENT Mat.", "1"), ("A boring Dog.", "0")]
 def demo_env(tmp_path_factory):
     """A hub home with the module installed and tiny weights, and the demo's local TSV data set."""
     root = tmp_path_factory.mktemp("demo")
-    home = offline_hub_home(root / "hub_home")
-    clone = clean_clone(root / "bert_cased_L_24_H_1024_A_16")
-    weights = install_weights(bert_init(LEARN_CONFIG), LEARN_CONFIG, root / "weights")
-    env = dict(os.environ, HUB_HOME=str(home), BERT_CASED_L_24_H_1024_A_16_WEIGHTS=weights)
-    installed = run_hub(env, "install", str(clone), cwd=root)
-    assert installed.returncode == 0, installed.stdout + installed.stderr
+    env = hub_installed_with_weights(root, bert_init(LEARN_CONFIG), LEARN_CONFIG)
     data = root / "data"
     data.mkdir()
     for name, rows in (("train", TRAIN), ("dev", DEV), ("test", DEV)):
