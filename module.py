@@ -105,7 +105,7 @@ class BertCasedLarge:
 
     @property
     def tokenizer(self):
-        """The WordPiece tokenizer over :meth:`get_vocab_path`, cased unless the checkpoint is uncased (:attr:`casing`)."""
+        """WordPiece over :meth:`get_vocab_path`; cased unless the checkpoint is uncased (:attr:`casing`)."""
         if self._tokenizer is None:
             self._tokenizer = BertTokenizer(self.get_vocab_path(), do_lower_case=self.casing.do_lower_case)
         return self._tokenizer

@@ -91,7 +91,8 @@ class LegacyTextClassifierTask(TextClassifierTask):
         metrics = [metrics_choices] if isinstance(metrics_choices, str) else list(metrics_choices)
         if set(metrics) - {"default", "acc"}:
             warnings.warn(f"metrics_choices={metrics_choices!r}: this task reports accuracy only", stacklevel=2)
-        if not isinstance(data_reader, ClassifyReader):
+        # Duck-typed: the ClassifyReader of another copy of this package (installed vs. editable) counts.
+        if not all(hasattr(data_reader, name) for name in ("vocab_path", "do_lower_case", "dataset")):
             raise TypeError(f"data_reader must be hub.reader.ClassifyReader(...), created after hub.Module(...) "
                             f"loaded this module; got {type(data_reader).__name__}")
         program = feature.get_defining_op().get_parent_block().program

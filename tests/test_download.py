@@ -224,7 +224,8 @@ def config_file(tmp_path):
 # -- sources and mirrors ------------------------------------------------------------------------------------------
 
 def test_default_urls_are_the_ones_of_spec_section_4():
-    assert [f.url for f in source_files("paddlehub")] == ["https://bert-models.bj.bcebos.com/cased_L-24_H-1024_A-16.tar.gz"]
+    assert [f.url for f in source_files("paddlehub")] == [
+        "https://bert-models.bj.bcebos.com/cased_L-24_H-1024_A-16.tar.gz"]
     assert [f.url for f in source_files("paddlenlp")] == [
         "http://bj.bcebos.com/paddlenlp/models/transformers/bert/bert-large-cased.pdparams"]
     assert [f.url for f in source_files("huggingface")] == [
@@ -235,8 +236,9 @@ def test_default_urls_are_the_ones_of_spec_section_4():
 def test_a_mirror_url_replaces_the_base_or_names_the_file():
     assert [f.url for f in source_files("huggingface", "http://m.example/bert")] == [
         f"http://m.example/bert/{name}" for name in ("config.json", "vocab.txt", "model.safetensors")]
-    assert source_files("paddlehub", "https://m.example/x/")[0].url == "https://m.example/x/cased_L-24_H-1024_A-16.tar.gz"
-    assert source_files("paddlehub", "https://m.example/y/cased_L-24_H-1024_A-16.tar.gz")[0].url == "https://m.example/y/cased_L-24_H-1024_A-16.tar.gz"
+    archive = "cased_L-24_H-1024_A-16.tar.gz"
+    assert source_files("paddlehub", "https://m.example/x/")[0].url == f"https://m.example/x/{archive}"
+    assert source_files("paddlehub", f"https://m.example/y/{archive}")[0].url == f"https://m.example/y/{archive}"
     with pytest.raises(DownloadError, match="http:// or https://"):
         source_files("huggingface", "ftp://m.example/")
     with pytest.raises(DownloadError, match="unknown source"):
@@ -494,8 +496,8 @@ def test_a_refused_connection_is_a_clear_error(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
-    with pytest.raises(DownloadError, match=rf"could not download http://127.0.0.1:{port}/cased_L-24_H-1024_A-16.tar.gz after 2 "
-                                            r"attempts: cannot connect: .*[Rr]efused"):
+    with pytest.raises(DownloadError, match=rf"could not download http://127.0.0.1:{port}/cased_L-24_H-1024_A-16"
+                                            r"\.tar\.gz after 2 attempts: cannot connect: .*[Rr]efused"):
         download.download_and_install("paddlehub", url=f"http://127.0.0.1:{port}/", dest_dir=str(tmp_path / "w"),
                                       retries=1, **FAST)
 

@@ -136,6 +136,7 @@ print("RESULT " + json.dumps({
     "strategy": type(strategy).__name__, "global_step": strategy.global_step, "epochs": len(task.history),
     "dev_accuracy": [record.get("dev_accuracy") for record in task.history],
     "sample": sample, "tokens": task.feeder.tokenizer.tokenize(sample), "labels": task.label_list,
+    "reader_tokens": g["reader"].tokenizer.tokenize(sample),
 }))
 '''
 
@@ -178,6 +179,7 @@ def test_the_1x_demo_runs_unchanged_with_the_strategy_it_gives(demo_env, tmp_pat
     transformers = pytest.importorskip("transformers")
     reference = transformers.BertTokenizer(str(PACKAGE_VOCAB), do_lower_case=False)
     assert facts["sample"] == TRAIN[0][0] and facts["tokens"] == reference.tokenize(TRAIN[0][0])
+    assert facts["reader_tokens"] == facts["tokens"]  # the reader no longer lower-cases by default
     assert os.listdir(tmp_path / "ckpt")  # the checkpoint_dir it gave was used
 
 

@@ -6,8 +6,8 @@ import numpy as np
 
 from .names import legacy_parameter_shapes
 
-__all__ = ["WeightsError", "MissingWeightsError", "PickleRefusedError", "check_arrays", "to_float32", "read_vocab", "check_vocab",
-           "SPECIAL_TOKENS", "CHECKS"]
+__all__ = ["WeightsError", "MissingWeightsError", "PickleRefusedError", "check_arrays", "to_float32", "read_vocab",
+           "check_vocab", "SPECIAL_TOKENS", "CHECKS"]
 
 log = logging.getLogger(__name__)
 

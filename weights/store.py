@@ -20,8 +20,9 @@ from .casing import UNTOLD, Casing, casing_of_vocab, decide_casing, read_casing_
 from .checks import CHECKS, MissingWeightsError, WeightsError, check_arrays, check_vocab, read_vocab
 from .legacy import read_params_dir, write_params_dir
 
-__all__ = ["WEIGHTS_ENV", "default_weights_dir", "hub_home", "find_weights", "is_weights_dir", "install", "load_weights",
-           "read_manifest", "read_weights_config", "recover_interrupted_install", "told_casing", "installed_casing"]
+__all__ = ["WEIGHTS_ENV", "default_weights_dir", "hub_home", "find_weights", "is_weights_dir", "install",
+           "load_weights", "read_manifest", "read_weights_config", "recover_interrupted_install", "told_casing",
+           "installed_casing"]
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def told_casing(weights_dir):
     """The Casing a weights dir states: its manifest's record, else its ``bert_config.json``'s ``do_lower_case``
     (1.x assets); None when neither says."""
     manifest = read_manifest(weights_dir) or {}
-    if isinstance(manifest.get("do_lower_case"), bool):
+    if isinstance(manifest.get("do_lower_case"), bool) and manifest.get("casing_told_by") != UNTOLD:
         return Casing(manifest["do_lower_case"], manifest.get("casing_told_by", "manifest.json"))
     return read_casing_in_json(os.path.join(weights_dir, "bert_config.json"))
 
