@@ -247,6 +247,16 @@ def test_a_mirror_url_replaces_the_base_or_names_the_file():
 
 # -- full downloads ------------------------------------------------------------------------------------------------
 
+def test_the_release_archive_converts_from_a_local_file_without_its_pretraining_heads(checkpoints, tmp_path,
+                                                                                   caplog):
+    files, expected = checkpoints["paddlehub"]
+    (name, data), = files.items()
+    (tmp_path / name).write_bytes(data)
+    assert cli.main(["convert", str(tmp_path / name), "--dest", str(tmp_path / "weights")]) == 0
+    _assert_installed(tmp_path / "weights", expected)  # exactly the network's parameters: no mask_lm_*, next_sent_*
+    assert "skipping 7 file(s) that are not parameters of this network: mask_lm_out_fc.b_0" in caplog.text
+
+
 @pytest.mark.parametrize("source", ["paddlehub", "paddlenlp", "huggingface"])
 def test_full_download_of_each_source_through_the_command_line(served, checkpoints, tmp_path, config_file,
                                                                capsys, source):
