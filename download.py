@@ -1,21 +1,7 @@
 """Downloading the pretrained weights (SPEC section 4) and installing them, with the standard library only.
 
-Each source is a list of files fetched over HTTP(S) with :func:`http_fetch.fetch`, which
-
-- streams into ``<file>.part`` in a download cache folder, beside a small ``<file>.part.json`` that records
-  the URL and what the server said about the file (length, ETag, Last-Modified);
-- resumes an interrupted download with a ``Range`` request (``If-Range`` guards against a file that changed
-  on the server); a server that answers ``200`` instead of ``206`` is read again from the start, and a
-  ``206`` whose ``Content-Range`` does not continue the partial file, or whose total differs from the
-  recorded one, makes the partial file discarded;
-- bounds every wait: each connect and each read waits at most ``timeout`` seconds, a server that sends
-  less than ``MIN_BYTES_PER_S`` over ``timeout`` seconds counts as stalled too (it could otherwise trickle
-  a byte at a time forever), and a transient failure (timeout, stall, reset or cut connection, 5xx, 408,
-  429) is retried ``retries`` times, resuming each time, so a stalled server costs at most about
-  ``(retries + 1) * 2 * timeout`` seconds plus short pauses;
-- checks sizes: the bytes received must match ``Content-Length``/``Content-Range`` (a cut connection is
-  a transient failure, resumed), there must be room on the disk, and the file must not be empty;
-- shows a tqdm progress bar on stderr when stderr is a terminal.
+Each source is a list of files fetched over HTTP(S) with :func:`http_fetch.fetch`: resumed after an
+interruption, every wait bounded, sizes checked (see that module).
 
 :func:`download_and_install` then checks the structure of what arrived (gzip/tar magic, the pickle header of
 a ``.pdparams``, the safetensors header against the file size, ``config.json`` as JSON), reads and checks
