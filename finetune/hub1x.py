@@ -103,7 +103,10 @@ class LegacyTextClassifierTask(TextClassifierTask):
                              f"({seq}); give both the same max_seq_len")
         feeder = Feeder(BertTokenizer(data_reader.vocab_path, do_lower_case=data_reader.do_lower_case),
                         max_seq_len=data_reader.max_seq_len)
-        labels = data_reader.dataset.get_labels() if data_reader.dataset is not None else None
+        if data_reader.dataset is None:
+            raise ValueError("the data_reader has no dataset: the task trains on its train examples; give "
+                             "hub.reader.ClassifyReader(dataset=...)")
+        labels = data_reader.dataset.get_labels()
         dev = _labeled(data_reader.get_dev_examples())
         super().__init__((inputs, {"pooled_output": feature}, program), num_classes,
                          label_list=list(labels) if labels else None, config=config, feeder=feeder,

@@ -194,3 +194,29 @@ def test_a_hub_run_config_that_dropped_its_strategy_is_refused_not_swapped():
     assert as_run_config(RunConfig(num_epoch=2, batch_size=3, strategy=strategy, use_cuda=False)).strategy is strategy
     with pytest.raises(ValueError, match="has lost its strategy.*after hub.Module"):
         as_run_config(HubRunConfig(num_epoch=2, batch_size=3, strategy=strategy, use_cuda=False))
+
+
+def test_1x_task_arguments_it_cannot_honour_are_refused(tiny_weights_dir, tmp_path):
+    from paddlehub.compat.datasets.nlp_dataset import BaseNLPDataset
+
+    from bert_cased_L_24_H_1024_A_16.finetune.hub1x import ClassifyReader, LegacyTextClassifierTask
+    from bert_cased_L_24_H_1024_A_16.module import BertCasedLarge
+
+    (tmp_path / "train.tsv").write_text("text_a\tlabel\nGood.\t1\nBad.\t0\n", encoding="utf-8")
+    dataset = BaseNLPDataset(str(tmp_path), train_file="train.tsv", train_file_with_header=True,
+                             label_list=["0", "1"])
+    module = BertCasedLarge()
+    inputs, outputs, _ = module.context(max_seq_len=16)
+    feeds = [inputs[name].name for name in ("input_ids", "position_ids", "segment_ids", "input_mask")]
+    reader = ClassifyReader(module.get_vocab_path(), dataset=dataset, max_seq_len=16)
+    assert reader.do_lower_case is False  # the tiny weights carry the package's cased vocabulary
+    cases = [(dict(feed_list=feeds[:3]), "feed_list must name"),
+             (dict(hidden_units=[8]), "hidden_units=\\[8\\] is not supported"),
+             (dict(data_reader=ClassifyReader(module.get_vocab_path(), max_seq_len=16)), "has no dataset"),
+             (dict(data_reader=ClassifyReader(module.get_vocab_path(), dataset=dataset, max_seq_len=32)),
+              "reader's max_seq_len \\(32\\) exceeds the context's \\(16\\)")]
+    for change, message in cases:
+        arguments = {"feature": outputs["pooled_output"], "num_classes": 2, "feed_list": feeds, "data_reader": reader,
+                     **change}
+        with pytest.raises(ValueError, match=message):
+            LegacyTextClassifierTask(**arguments)
