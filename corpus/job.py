@@ -32,11 +32,14 @@ class EmbedReport(typing.NamedTuple):
     rows_written: int
     rows_left_out: dict  # {reason: count} (blank lines; bad rows with skip_bad_rows)
     seconds: float
+    ray_actors: int  # Ray actors that computed shards (0: computed locally)
 
     def summary(self):
         lines = [f"wrote {self.shards_written} shard(s), {self.rows_written} rows, to {self.output_dir} in "
                  f"{self.seconds:.1f} s ({self.rows_written / max(self.seconds, 1e-9):.2f} texts/s)",
                  f"skipped {self.shards_skipped} of {self.shards_total} shard(s), already finished"]
+        if self.ray_actors:
+            lines.append(f"on Ray: {self.ray_actors} actor(s) computed the shards")
         lines += [f"left out {count} {reason}" for reason, count in sorted(self.rows_left_out.items())]
         return "\n".join(lines)
 
@@ -101,13 +104,14 @@ def embed_corpus(inputs, output_dir, *, input_format=None, text_field="text", te
         done = finished_shards(output_dir)
         todo = [shard for shard in shards if shard.index not in done]
         bar = _progress_bar(progress, sum(shard.rows for shard in todo))
+        per_actor = {}
         try:
             update = bar.update if bar else None
             if ray and todo:
                 from .ray_runner import connect, run_on_ray
 
                 connect(ray_address)
-                run_on_ray(job, todo, actors, cpus_per_actor, update)
+                per_actor = run_on_ray(job, todo, actors, cpus_per_actor, update)
             elif todo:
                 embedder = build_embedder(job)
                 for shard in todo:
@@ -117,7 +121,7 @@ def embed_corpus(inputs, output_dir, *, input_format=None, text_field="text", te
                 bar.close()
     return EmbedReport(output_dir, len(shards), len(todo), len(shards) - len(todo),
                        sum(shard.rows for shard in shards), sum(shard.rows for shard in todo), dict(skipped.counts),
-                       time.monotonic() - started)
+                       time.monotonic() - started, len(per_actor))
 
 
 def _describe_input(source):
@@ -136,4 +140,4 @@ def _progress_bar(progress, total):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="text", desc="embedding", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    return tqdm(total=total, unit="texts", desc="embedding", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)

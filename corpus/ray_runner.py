@@ -10,6 +10,7 @@ are the actors, and the job checks they fit the cluster before starting, so no l
 leave the pool waiting for CPUs.
 """
 
+import logging
 import os
 
 import numpy as np
@@ -43,10 +44,10 @@ def connect(address):
         from ..embedding import available_cpus
 
         ray.init(num_cpus=available_cpus(), include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False)
+                 log_to_driver=False, logging_level=logging.WARNING)
     else:
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, ValueError, RuntimeError) as e:
             raise CorpusError(f"cannot join the Ray cluster at {address}: {e}") from None
     return ray
