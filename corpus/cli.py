@@ -3,19 +3,12 @@
 import argparse
 import sys
 
+from ..cli import _batch_size, _bounded_int, _max_seq_len
 from .readers import FORMATS, CorpusError
 
 __all__ = ["build_parser", "main"]
 
-
-def _positive_int(value):
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
+_positive_int = _bounded_int(1, 2**31 - 1)
 
 
 def build_parser(prog="python -m bert_cased_L_24_H_1024_A_16 embed"):
@@ -43,9 +36,9 @@ def build_parser(prog="python -m bert_cased_L_24_H_1024_A_16 embed"):
                              "field), counting them in the report, instead of stopping at the first")
     model = parser.add_argument_group("model")
     model.add_argument("--weights", metavar="DIR", help="weights folder (default: the one the module uses)")
-    model.add_argument("--batch-size", type=_positive_int, default=8, help="samples per forward pass (default: 8)")
-    model.add_argument("--max-seq-len", type=_positive_int, default=512,
-                       help="tokens per sample with [CLS]/[SEP], 2 to 512; longer input is truncated (default: 512)")
+    model.add_argument("--batch-size", type=_batch_size, default=8, help="samples per forward pass (default: 8)")
+    model.add_argument("--max-seq-len", type=_max_seq_len, default=512,
+                       help="tokens per sample with [CLS]/[SEP], 1 to 512; longer input is truncated (default: 512)")
     model.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                        help="bf16: oneDNN bfloat16 on CPUs with avx512_bf16/amx_bf16, ~1.8x faster (default: fp32)")
     model.add_argument("--pooling", choices=POOLINGS, default="pooler",

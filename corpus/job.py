@@ -11,6 +11,7 @@ import typing
 
 from .output import claim_output, finished_shards, weights_sha256
 from .plan import plan_shards
+from .ray_runner import connect, require_ray, run_on_ray
 from .readers import CorpusError, Fields, expand_inputs
 from .shard import POOLINGS, Job, build_embedder, embed_shard
 
@@ -32,14 +33,16 @@ class EmbedReport(typing.NamedTuple):
     rows_written: int
     rows_left_out: dict  # {reason: count} (blank lines; bad rows with skip_bad_rows)
     seconds: float
-    ray_actors: int  # Ray actors that computed shards (0: computed locally)
+    ray_actors: dict  # {"host:pid": math threads} of the Ray actors that computed shards ({}: computed locally)
 
     def summary(self):
         lines = [f"wrote {self.shards_written} shard(s), {self.rows_written} rows, to {self.output_dir} in "
                  f"{self.seconds:.1f} s ({self.rows_written / max(self.seconds, 1e-9):.2f} texts/s)",
                  f"skipped {self.shards_skipped} of {self.shards_total} shard(s), already finished"]
         if self.ray_actors:
-            lines.append(f"on Ray: {self.ray_actors} actor(s) computed the shards")
+            threads = sorted(set(self.ray_actors.values()))
+            lines.append(f"on Ray: {len(self.ray_actors)} actor(s) x {'/'.join(map(str, threads))} thread(s) "
+                         "computed the shards")
         lines += [f"left out {count} {reason}" for reason, count in sorted(self.rows_left_out.items())]
         return "\n".join(lines)
 
@@ -64,7 +67,7 @@ def embed_corpus(inputs, output_dir, *, input_format=None, text_field="text", te
     output folder of another job, or an unwritable output.
     """
     from ..feeder import check_int
-    from ..embedding import PRECISIONS, default_cache_dir
+    from ..embedding import PRECISIONS, cpu_supports_bf16, default_cache_dir
     from ..weights import find_weights, read_weights_config
 
     started = time.monotonic()
@@ -75,6 +78,11 @@ def embed_corpus(inputs, output_dir, *, input_format=None, text_field="text", te
         except ValueError as e:
             raise CorpusError(str(e)) from None
     _check_choice("precision", precision, PRECISIONS)
+    if precision == "bf16" and not cpu_supports_bf16():
+        raise CorpusError("precision bf16 needs a CPU with avx512_bf16 or amx_bf16 and a Paddle build with "
+                          "oneDNN; this machine lacks them: use fp32")
+    if ray:
+        require_ray()  # Before reading the inputs, which may take long.
     _check_choice("pooling", pooling, POOLINGS)
     sources = expand_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(i) for i in inputs],
                             input_format)
@@ -108,8 +116,6 @@ def embed_corpus(inputs, output_dir, *, input_format=None, text_field="text", te
         try:
             update = bar.update if bar else None
             if ray and todo:
-                from .ray_runner import connect, run_on_ray
-
                 connect(ray_address)
                 per_actor = run_on_ray(job, todo, actors, cpus_per_actor, update)
             elif todo:
@@ -121,7 +127,7 @@ def embed_corpus(inputs, output_dir, *, input_format=None, text_field="text", te
                 bar.close()
     return EmbedReport(output_dir, len(shards), len(todo), len(shards) - len(todo),
                        sum(shard.rows for shard in shards), sum(shard.rows for shard in todo), dict(skipped.counts),
-                       time.monotonic() - started, len(per_actor))
+                       time.monotonic() - started, per_actor)
 
 
 def _describe_input(source):

@@ -19,13 +19,14 @@ from .plan import Shard
 from .readers import CorpusError, Position
 from .shard import build_embedder, embed_shard
 
-__all__ = ["INSTALL_HINT", "connect", "run_on_ray"]
+__all__ = ["INSTALL_HINT", "connect", "require_ray", "run_on_ray"]
 
 INSTALL_HINT = 'Ray is not installed; install the extra: pip install "bert-cased-L-24-H-1024-A-16[ray]" ' \
                '(or, in a checkout, pip install -e ".[ray]")'
 
 
-def _import_ray():
+def require_ray():
+    """The ``ray`` module with Ray Data; CorpusError saying how to install it when it is missing."""
     try:
         import ray
         import ray.data  # noqa: F401  (ray without its data extra lacks pandas/pyarrow glue)
@@ -37,7 +38,7 @@ def _import_ray():
 def connect(address):
     """Joins the Ray cluster at ``address`` (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``), or with
     ``address=None`` starts a local one on this machine's CPUs (reused when this process already has one)."""
-    ray = _import_ray()
+    ray = require_ray()
     if ray.is_initialized():
         return ray
     if address is None:
@@ -62,25 +63,27 @@ class _ShardActor:
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         self._job = job
-        self._embedder = build_embedder(job, num_threads=max(1, int(cpus)))
+        self._threads = max(1, int(cpus))
+        self._embedder = build_embedder(job, num_threads=self._threads)
 
     def __call__(self, batch):
         rows = [embed_shard(self._embedder, self._job, Shard(int(index), Position(int(source), int(offset), int(line)),
                                                              int(count)))
                 for index, source, offset, line, count in zip(batch["shard"], batch["source"], batch["offset"],
                                                               batch["line"], batch["rows"])]
-        return {"shard": np.asarray(batch["shard"]), "rows": np.asarray(rows, np.int64), "pid": np.full(
-            len(rows), os.getpid())}
+        return {"shard": np.asarray(batch["shard"]), "rows": np.asarray(rows, np.int64),
+                "actor": np.full(len(rows), f"{os.uname().nodename}:{os.getpid()}"),
+                "threads": np.full(len(rows), self._threads)}
 
 
 def run_on_ray(job, shards, actors, cpus_per_actor=None, progress=None):
     """Computes ``shards`` of ``job`` on the connected cluster with ``actors`` actors; returns
-    ``{pid of an actor: shards it computed}``.
+    ``{"host:pid" of an actor: its math threads}`` for the actors that computed shards.
 
     ``cpus_per_actor`` defaults to the cluster's CPUs divided among the actors. ``progress(n)`` is called as
     each shard of ``n`` rows is done.
     """
-    ray = _import_ray()
+    ray = require_ray()
     cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
     if cpus_per_actor is None:
         cpus_per_actor = max(1, cluster_cpus // actors)
@@ -98,7 +101,7 @@ def run_on_ray(job, shards, actors, cpus_per_actor=None, progress=None):
                                   batch_size=1, batch_format="numpy")
     per_actor = {}
     for row in dataset.iter_rows():
-        per_actor[int(row["pid"])] = per_actor.get(int(row["pid"]), 0) + 1
+        per_actor[str(row["actor"])] = int(row["threads"])
         if progress:
             progress(int(row["rows"]))
     return per_actor

@@ -174,16 +174,20 @@ def _not_utf8(error):
     return f"not UTF-8 ({error.reason} at byte {error.start} of the line)"
 
 
-def _read_text(source, index, fields, at, skip_bad_rows, skipped):
+def _text_lines(source, at, skip_bad_rows, skipped):
+    """``(offset, line number, where, line)`` of the lines that are valid UTF-8 and not blank."""
     for offset, _, number, line in _lines(source, at):
         where = f"{source.path} line {number}"
         if isinstance(line, UnicodeDecodeError):
-            _bad_row(_not_utf8(line), where, skip_bad_rows, skipped,
-                     "rows of invalid UTF-8")
-            continue
-        if not line.strip():
+            _bad_row(_not_utf8(line), where, skip_bad_rows, skipped, "rows of invalid UTF-8")
+        elif not line.strip():
             skipped.add("blank lines", where)
-            continue
+        else:
+            yield offset, number, where, line
+
+
+def _read_text(source, index, fields, at, skip_bad_rows, skipped):
+    for offset, number, where, line in _text_lines(source, at, skip_bad_rows, skipped):
         parts = line.split("\t")
         if len(parts) > 2:
             _bad_row(f"{len(parts)} tab-separated fields; expected a text, or a pair text_a<TAB>text_b", where,
@@ -193,15 +197,7 @@ def _read_text(source, index, fields, at, skip_bad_rows, skipped):
 
 
 def _read_jsonl(source, index, fields, at, skip_bad_rows, skipped):
-    for offset, _, number, line in _lines(source, at):
-        where = f"{source.path} line {number}"
-        if isinstance(line, UnicodeDecodeError):
-            _bad_row(_not_utf8(line), where, skip_bad_rows, skipped,
-                     "rows of invalid UTF-8")
-            continue
-        if not line.strip():
-            skipped.add("blank lines", where)
-            continue
+    for offset, number, where, line in _text_lines(source, at, skip_bad_rows, skipped):
         try:
             row = json.loads(line)
         except ValueError as e:
@@ -257,7 +253,8 @@ class _LineFeed:
 
     def __init__(self, source, at, skip_bad_rows, skipped):
         self._lines = _lines(source, at)
-        self._source, self._skip, self._skipped = source, skip_bad_rows, skipped
+        self._source, self._skipped = source, skipped
+        self.skip_bad_rows = skip_bad_rows
         self.next_offset, self.next_line = at.offset, at.line
 
     def __iter__(self):
@@ -269,7 +266,7 @@ class _LineFeed:
             self.next_offset, self.next_line = end, number + 1
             if not isinstance(line, UnicodeDecodeError):
                 return line + "\n"
-            _bad_row(_not_utf8(line), f"{self._source.path} line {number}", self._skip, self._skipped,
+            _bad_row(_not_utf8(line), f"{self._source.path} line {number}", self.skip_bad_rows, self._skipped,
                      "rows of invalid UTF-8")
 
     def close(self):
@@ -296,7 +293,7 @@ def _read_delimited(source, index, fields, at, skip_bad_rows, skipped):
         feed = _LineFeed(source, at, skip_bad_rows, skipped)
         rows = csv.reader(feed, delimiter=delimiter, strict=True)
     else:
-        feed._skip = skip_bad_rows
+        feed.skip_bad_rows = skip_bad_rows  # The header itself must be readable.
     try:
         while True:
             start = Position(index, feed.next_offset, feed.next_line)

@@ -167,6 +167,16 @@ def test_rerun_skips_finished_shards_and_other_settings_are_refused(tmp_path, we
         _embed([str(path)], foreign, weights_dir)
 
 
+def test_a_second_job_into_a_folder_in_use_is_refused(tmp_path, weights_dir):
+    from bert_cased_L_24_H_1024_A_16.corpus.output import claim_output
+
+    path = tmp_path / "t.txt"
+    path.write_text("a\n", encoding="utf-8")
+    with claim_output(str(tmp_path / "out"), {}):
+        with pytest.raises(CorpusError, match="another embed job is writing to"):
+            _embed([str(path)], tmp_path / "out", weights_dir)
+
+
 @pytest.mark.parametrize("name, content, message", [
     ("bad.txt", b"fine\nbad \xff byte\n", r"bad.txt line 2: not UTF-8"),
     ("bad.jsonl", b'{"text": "a"}\n[1, 2]\n', r"bad.jsonl line 2: a JSON list, not an object"),
@@ -275,6 +285,7 @@ def test_ray_with_two_actors_gives_the_local_rows(tmp_path, weights_dir):
     ray = subprocess.run(ray_command, env=env, capture_output=True, text=True, timeout=300)
     assert ray.returncode == 0, ray.stderr
     assert "wrote 5 shard(s), 90 rows" in ray.stdout
+    assert " x 1 thread(s) computed" in ray.stdout  # 2 CPUs shared by 2 actors: one math thread each
     local_rows, ray_rows = _read(tmp_path / "local")[0], _read(tmp_path / "ray")[0]
     assert ray_rows["id"] == local_rows["id"] and ray_rows["num_tokens"] == local_rows["num_tokens"]
     np.testing.assert_allclose(np.asarray(ray_rows["pooled"]), np.asarray(local_rows["pooled"]), atol=1e-5, rtol=0)
