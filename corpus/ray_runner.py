@@ -100,8 +100,14 @@ def run_on_ray(job, shards, actors, cpus_per_actor=None, progress=None):
                                   compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor,
                                   batch_size=1, batch_format="numpy")
     per_actor = {}
-    for row in dataset.iter_rows():
-        per_actor[str(row["actor"])] = int(row["threads"])
-        if progress:
-            progress(int(row["rows"]))
+    try:
+        for row in dataset.iter_rows():
+            per_actor[str(row["actor"])] = int(row["threads"])
+            if progress:
+                progress(int(row["rows"]))
+    except ray.exceptions.RayError as e:
+        cause = str(e).strip().splitlines()
+        raise CorpusError(f"a Ray actor failed: {cause[-1] if cause else type(e).__name__}. Every node needs this "
+                          "package (with the ray extra) installed, and the weights, inputs and output at the same "
+                          "paths (a shared filesystem)") from None
     return per_actor

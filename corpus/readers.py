@@ -275,7 +275,7 @@ class _LineFeed:
 
 def _read_delimited(source, index, fields, at, skip_bad_rows, skipped):
     delimiter = "\t" if source.fmt == "tsv" else ","
-    feed = _LineFeed(source, Position(index, 0, 1), False, skipped)
+    feed = _LineFeed(source, Position(index, 0, 1), False, skipped)  # The header must be readable.
     rows = csv.reader(feed, delimiter=delimiter, strict=True)
     try:
         header = next(rows, None)
@@ -293,7 +293,7 @@ def _read_delimited(source, index, fields, at, skip_bad_rows, skipped):
         feed = _LineFeed(source, at, skip_bad_rows, skipped)
         rows = csv.reader(feed, delimiter=delimiter, strict=True)
     else:
-        feed.skip_bad_rows = skip_bad_rows  # The header itself must be readable.
+        feed.skip_bad_rows = skip_bad_rows
     try:
         while True:
             start = Position(index, feed.next_offset, feed.next_line)
