@@ -44,8 +44,9 @@ def connect(address):
     if address is None:
         from ..embedding import available_cpus
 
-        ray.init(num_cpus=available_cpus(), include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False, logging_level=logging.WARNING)
+        # "local": a new cluster even when `ray start` left one running on this machine.
+        ray.init(address="local", num_cpus=available_cpus(), include_dashboard=False,
+                 _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=logging.WARNING)
     else:
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
