@@ -8,6 +8,7 @@ import numpy as np
 
 from .output import ShardWriter, shard_path, shard_schema
 from .plan import read_shard
+from .readers import CorpusError
 
 __all__ = ["POOLINGS", "Job", "build_embedder", "embed_shard"]
 
@@ -79,8 +80,8 @@ def embed_shard(embedder, job, shard, progress=None):
         if group:
             _write_group(writer, group, job.token_features, progress)
         if writer.rows != shard.rows:
-            raise RuntimeError(f"shard {shard.index}: {writer.rows} rows computed, {shard.rows} planned; the inputs "
-                               "changed while the job ran")
+            raise CorpusError(f"shard {shard.index}: {writer.rows} rows read, {shard.rows} planned: the inputs "
+                              "changed while the job ran; restore them, or start over in a new --output")
         writer.commit()
     return writer.rows
 
