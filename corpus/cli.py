@@ -82,6 +82,10 @@ def main(argv, prog=None):
     except (CorpusError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
+    except OSError as e:  # e.g. the disk filling up: the shards written so far are whole
+        print(f"error: {type(e).__name__}: {e}; the shards written so far are whole, run the same command again "
+              "once it is fixed", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted; the shards written so far are whole, run the same command again to go on",
               file=sys.stderr, flush=True)
