@@ -8,6 +8,7 @@
     python -m bert_cased_L_24_H_1024_A_16 upgrade [--from DIR] [--dest DIR]   (from an installed 1.x module)
     python -m bert_cased_L_24_H_1024_A_16 info [--dest DIR] [--verify] [--json]
     python -m bert_cased_L_24_H_1024_A_16 run --input_text TEXT ...   (what `hub run` does, without PaddleHub)
+    python -m bert_cased_L_24_H_1024_A_16 embed INPUT... --output DIR [--ray [ADDRESS]] ...   (see corpus/cli.py)
 
     hub run bert_cased_L-24_H-1024_A-16 --input_text "Paris is in France." [--input_text_b "..."]
     hub run bert_cased_L-24_H-1024_A-16 --input_file texts.tsv [--batch_size 8] [--max_seq_len 128]
@@ -113,6 +114,9 @@ def build_parser():
 
     run = commands.add_parser("run", add_help=False, help="embed texts, as `hub run` does (see `run --help`)")
     run.add_argument("argv", nargs=argparse.REMAINDER)
+    embed = commands.add_parser("embed", add_help=False,
+                                help="embed a corpus into a resumable Parquet folder (see `embed --help`)")
+    embed.add_argument("argv", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -123,6 +127,10 @@ def main(argv=None):
     try:
         if argv[:1] == ["run"]:  # everything after `run` is hub run's, --help included
             args = argparse.Namespace(command="run", argv=argv[1:])
+        elif argv[:1] == ["embed"]:  # the corpus job has its own parser (corpus/cli.py)
+            from .corpus.cli import main as embed_main
+
+            return embed_main(argv[1:])
         else:
             args = parser.parse_args(argv)
     except SystemExit as e:  # --help or a usage error, already printed by argparse

@@ -6,7 +6,8 @@ Every version pin of the project lives here, each with its reason.
 import setuptools
 
 PACKAGE = "bert_cased_L_24_H_1024_A_16"
-SUBPACKAGES = ["weights", "finetune"]
+SUBPACKAGES = ["weights", "finetune", "corpus"]
+RAY = "ray[data]==2.60.0"
 
 setuptools.setup(
     name="bert-cased-L-24-H-1024-A-16",
@@ -29,6 +30,7 @@ setuptools.setup(
         "safetensors",  # Hugging Face checkpoints without pickle.
         "sentencepiece",  # The SentencePiece tokenizer.
         "tqdm",  # Progress bars for long embedding, download and conversion jobs.
+        "pyarrow",  # The embed command reads Parquet inputs and writes its output as Parquet shards.
     ],
     extras_require={
         "hub": [
@@ -42,8 +44,12 @@ setuptools.setup(
             # A paddlehub dependency; pinning it only saves the resolver minutes of backtracking.
             "gradio==5.14.0",
         ],
+        # `embed --ray`: Ray Data's actor pools. Measured on exactly this release (see ../shared/STACK.md), and a
+        # driver must run the same Ray version as the cluster it joins.
+        "ray": [RAY],
         "test": [
             "pytest",
+            RAY,  # One test runs embed --ray on a local cluster.
             # The independent references for the network and the tokenizer. torch is pinned to the CPU
             # wheel: an unpinned torch pulls a multi-GB CUDA build.
             "torch==2.13.0",
