@@ -499,19 +499,19 @@ class Strategy:
         """Runs ``startup`` in a scratch scope and copies only state not initialised before into the global scope.
 
         Each tensor keeps the place the startup put it on (some optimizers keep counters on the CPU).
+        Scopes made from Python stay in Paddle's scope pool until the process exits, so the scratch
+        scope is emptied as it goes: otherwise every stage would keep a second copy of the moments.
         """
         scratch = paddle.static.Scope()
         paddle.static.Executor(self._place).run(startup, scope=scratch)
         scope = paddle.static.global_scope()
-        for name in scratch.local_var_names():
-            if name in self._initialized:
-                continue
+        for name in list(scratch.local_var_names()):
             source = scratch.find_var(name)
-            if source is None or not source.get_tensor()._is_initialized():
-                continue
-            tensor = source.get_tensor()
-            scope.var(name).get_tensor().set(np.array(tensor), concrete_place(tensor._place(), self._place))
-            self._initialized.add(name)
+            if name not in self._initialized and source is not None and source.get_tensor()._is_initialized():
+                tensor = source.get_tensor()
+                scope.var(name).get_tensor().set(np.array(tensor), concrete_place(tensor._place(), self._place))
+                self._initialized.add(name)
+            scratch.erase([name])
 
 
 def concrete_place(place, default):
