@@ -53,6 +53,7 @@ import numpy as np
 
 from .device import gpu_available
 from .feeder import FEED_NAMES, Feeder, check_int, normalize_samples
+from .memory import release_freed_memory
 from .weights import file_sha256
 
 __all__ = ["CACHE_ENV", "PRECISIONS", "Embedder", "available_cpus", "cpu_supports_bf16", "default_cache_dir",
@@ -211,24 +212,6 @@ def export_inference_model(config, arrays, dest_dir):
             # dropping the object frees nothing: empty it.
             scope.erase(list(scope.local_var_names()))
     return prefix
-
-
-def _release_freed_memory():
-    """Hands memory freed after an export back to the OS.
-
-    glibc keeps freed heap memory for reuse; after an export that is the 1.3 GB the weights
-    took in the loader and in the private scope, which would otherwise stay in the process's
-    RSS next to the predictor's own copy.
-    """
-    import gc
-
-    gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # Not glibc: nothing to do.
-        pass
 
 
 def _weights_dir_identity(weights_dir):
@@ -508,7 +491,7 @@ class Embedder:
         outputs.sort(key=lambda handle: len(handle.shape()))
         self._predictor, self._outputs, self._predictor_key = predictor, tuple(outputs), key
         self.predictor_builds += 1
-        _release_freed_memory()  # What loading and optimizing the program allocated for a while.
+        release_freed_memory()  # What loading and optimizing the program allocated for a while.
         return predictor
 
     @staticmethod
@@ -565,7 +548,7 @@ class Embedder:
         export_inference_model(self.config, self._load_arrays(), folder)
         if isinstance(self._weights, Mapping):
             self._weights = types.MappingProxyType({})  # Exported for good: do not keep the caller's arrays alive.
-        _release_freed_memory()
+        release_freed_memory()
         self._model_prefix = os.path.join(folder, _MODEL_PREFIX)
         self._model_in_cache = False
         return self._model_prefix
@@ -594,7 +577,7 @@ class Embedder:
         try:
             log.debug("exporting the inference model of %s to %s", self._weights, entry)
             export_inference_model(self.config, self._load_arrays(), tmp)
-            _release_freed_memory()
+            release_freed_memory()
             with open(os.path.join(tmp, _INFO_FILE), "w", encoding="utf-8") as f:
                 json.dump({"weights_dir": self._weights, "key": key}, f, indent=2)
             try:

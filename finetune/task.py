@@ -20,12 +20,14 @@ import os
 import sys
 import time
 import warnings
+import weakref
 
 import numpy as np
 import paddle
 
 from ..device import gpu_available
 from ..feeder import check_int
+from ..memory import release_freed_memory
 from ..network import inference_clone, static_mode
 from .checkpoint import CheckpointMixin
 from .reader import read_labeled_file
@@ -115,6 +117,9 @@ class TextClassifierTask(CheckpointMixin):
             self._build(module, max_seq_len, feeder, dropout, trainable)
             self._executor = paddle.static.Executor(self.place)
             self._executor.run(self._startup)
+        # What the task added to the global scope goes with it, closed or just dropped (k-fold loops).
+        self._free = weakref.finalize(self, _free_task_state, self.strategy, tuple(self._head_names))
+        self._free.atexit = False
 
     # -- the graph ----------------------------------------------------------------------
 
@@ -354,10 +359,16 @@ class TextClassifierTask(CheckpointMixin):
         return [results[index] for index in range(len(results))]
 
     def close(self):
-        """Frees the head and the optimizer state from the global scope (the module's weights stay)."""
-        self.strategy.close()
-        paddle.static.global_scope().erase([n for n in self._head_names
-                                            if paddle.static.global_scope().find_var(n) is not None])
+        """Frees the head and the optimizer state from the global scope (the module's weights stay) and hands
+        the memory back to the OS; deleting the task does the same."""
+        self._free()
+
+
+def _free_task_state(strategy, head_names):
+    strategy.close()
+    scope = paddle.static.global_scope()
+    scope.erase([name for name in head_names if scope.find_var(name) is not None])
+    release_freed_memory()
 
 
 def _progress(total, initial, description):
