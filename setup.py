@@ -6,7 +6,7 @@ Every version pin of the project lives here, each with its reason.
 import setuptools
 
 PACKAGE = "bert_cased_L_24_H_1024_A_16"
-SUBPACKAGES = ["weights", "finetune"]
+SUBPACKAGES = ["weights", "finetune", "tasks"]
 
 setuptools.setup(
     name="bert-cased-L-24-H-1024-A-16",
