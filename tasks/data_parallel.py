@@ -46,7 +46,11 @@ class GradientAllReduce:
         if not self._armed:
             return grad
         total = grad.clone()
-        dist.all_reduce(total)
+        try:
+            dist.all_reduce(total)
+        except (OSError, RuntimeError) as error:  # gloo: "Connection reset by peer" when a peer process died.
+            raise RuntimeError(f"rank {dist.get_rank()} of {dist.get_world_size()}: the gradient all-reduce failed, "
+                               f"most likely because another worker died; see its log. ({error})") from None
         return total / dist.get_world_size()
 
 
