@@ -4,7 +4,7 @@ What PaddleHub 2.x's ``bert-large-cased`` module builds for each ``task``, with 
 :class:`..network.BertModel` (1.x parameter names) instead of paddlenlp's:
 
 * ``seq-cls``: ``softmax(W · dropout(pooled_output))``, metric ``acc``;
-* ``token-cls``: ``softmax(W · dropout(sequence_output))`` per token, loss ignoring label -100,
+* ``token-cls``: ``softmax(W · dropout(sequence_output))`` per token, loss the mean over tokens not labelled -100,
   metric ``f1_score`` (paddlenlp's ``ChunkEvaluator`` over each sample's real tokens);
 * ``text-matching``: query and title through the one encoder, the mean of each one's token
   features (after dropout) over its real tokens, ``softmax(W · [q, t, |q - t|])``, metric ``acc``.
@@ -33,6 +33,9 @@ from .tokenizer import paddlenlp_tokenizer
 __all__ = ["BertTaskModel", "SequenceClassifier", "TokenClassifier", "TextMatcher", "build"]
 
 logger = logging.getLogger(__name__)
+
+#: The token label that PaddleHub's SeqLabelingDataset gives padding, left out of loss and metric.
+IGNORED_LABEL = -100
 
 
 class BertTaskModel(nn.Layer, TransformerModule):
@@ -149,11 +152,13 @@ class TokenClassifier(BertTaskModel):
         probs = F.softmax(logits, axis=-1)
         if labels is None:
             return probs
-        loss = self.criterion(logits, labels.unsqueeze(-1))
+        # Paddle's mean would divide by the ignored (-100) positions too; this is the mean over labelled tokens.
+        losses = F.cross_entropy(logits, labels.unsqueeze(-1), ignore_index=IGNORED_LABEL, reduction="none")
+        loss = losses.sum() / (labels != IGNORED_LABEL).astype(losses.dtype).sum().clip(min=1)
         lengths = [int(n) for n in mask.sum(axis=1).numpy()]
         self.metric.reset()
         chunks = self.metric.compute(lengths, probs.argmax(axis=-1), labels)
-        self.metric.update(*(int(count) for count in chunks))  # 1-element arrays would break accumulate()
+        self.metric.update(*(int(count.item()) for count in chunks))  # 1-element arrays would break accumulate()
         _, _, f1_score = self.metric.accumulate()
         return probs, loss, {"f1_score": float(f1_score)}
 
