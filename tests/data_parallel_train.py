@@ -17,7 +17,11 @@ from bert_cased_L_24_H_1024_A_16.module import BertCasedLarge
 from bert_cased_L_24_H_1024_A_16.tasks.datasets import TextClassificationFiles
 
 
-def main():
+OPTIMIZERS = {"sgd": paddle.optimizer.SGD, "momentum": paddle.optimizer.Momentum, "adamw": paddle.optimizer.AdamW}
+
+
+def main(argv=None):
+    """Runs the fine-tuning ``argv`` (default: the command line) describes."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--weights", required=True)
     parser.add_argument("--data", required=True, help="folder with train.tsv (label<TAB>text) and dev.tsv")
@@ -26,10 +30,10 @@ def main():
     parser.add_argument("--batch_size", type=int, default=2, help="per process")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max_seq_len", type=int, default=16)
-    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
     parser.add_argument("--learning_rate", type=float, default=0.1)
     parser.add_argument("--die_at_step", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     paddle.seed(7)  # The task head's initial weights: the same in every process and run.
     model = BertCasedLarge(weights_dir=args.weights, task="seq-cls", num_classes=2)
@@ -37,10 +41,7 @@ def main():
     datasets = {mode: TextClassificationFiles(base_path=args.data, tokenizer=tokenizer, max_seq_len=args.max_seq_len,
                                               mode=mode, data_file=f"{mode}.tsv", label_list=["0", "1"])
                 for mode in ("train", "dev")}
-    if args.optimizer == "sgd":
-        optimizer = paddle.optimizer.SGD(learning_rate=args.learning_rate, parameters=model.parameters())
-    else:
-        optimizer = paddle.optimizer.AdamW(learning_rate=args.learning_rate, parameters=model.parameters())
+    optimizer = OPTIMIZERS[args.optimizer](learning_rate=args.learning_rate, parameters=model.parameters())
     rank = paddle.distributed.get_rank()
     if args.die_at_step and rank == 1:
         step = model.training_step
