@@ -98,6 +98,10 @@ class BertTaskModel(nn.Layer, TransformerModule):
     def _encode(self, input_ids, token_type_ids=None, position_ids=None, attention_mask=None):
         """``(sequence_output, pooled_output, mask)``; ``attention_mask`` (``[batch, seq]``, 1 at real tokens)
         defaults to the non-padding tokens, ``token_type_ids`` to 0, ``position_ids`` to 0, 1, 2, ..."""
+        limit = self.bert.config.max_position_embeddings
+        if input_ids.shape[1] > limit:
+            raise ValueError(f"inputs of {input_ids.shape[1]} tokens exceed the model's {limit} positions; "
+                             f"pass max_seq_len <= {limit}")
         if attention_mask is None:
             attention_mask = (input_ids != self._pad_id).astype("int64")
         if token_type_ids is None:

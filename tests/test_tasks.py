@@ -263,3 +263,9 @@ def test_data_set_labels_outside_label_list_name_file_and_line(tmp_path, dataset
         dataset(base_path=str(tmp_path), tokenizer=paddlenlp_tokenizer(str(PACKAGE_VOCAB)), data_file="train.tsv",
                 label_list=labels, is_file_with_header=True)
     assert f"{path}, {bad} is not in label_list" in str(info.value)
+
+
+def test_inputs_longer_than_the_position_table_are_refused(weights):
+    model = BertCasedLarge(weights_dir=weights, task="seq-cls")
+    with pytest.raises(ValueError, match="inputs of 65 tokens exceed the model's 64 positions; pass max_seq_len <= 64"):
+        model.predict([["word " * 100]], max_seq_len=65)
