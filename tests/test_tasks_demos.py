@@ -2,7 +2,8 @@
 
 One subprocess with its own ``HUB_HOME`` (the module copied into ``modules/`` as ``hub install``
 leaves it, local data sets under ``dataset/``, tiny weights through the environment) runs each
-demo's ``train.py`` then ``predict.py`` as ``__main__``, each in its own working folder.
+demo's ``train.py`` then ``predict.py`` as ``__main__``, each in its own working folder, then loads a
+task model with ``hub.Module(directory=...)``.
 """
 
 import dataclasses
@@ -42,14 +43,18 @@ def _data_sets(dataset_home):
 
 _DRIVER = """
     import os, runpy, sys
+    demos, installed = sys.argv[1:]
     for demo in ("text_classification", "sequence_labeling", "text_matching"):
         os.makedirs(demo)
         os.chdir(demo)
         for script, argv in (("train.py", ["--use_gpu", "False"]), ("predict.py", [])):
             print(f"== {demo}/{script}", flush=True)
             sys.argv = [script] + argv
-            runpy.run_path(os.path.join(sys.argv_demos, demo, script), run_name="__main__")
+            runpy.run_path(os.path.join(demos, demo, script), run_name="__main__")
         os.chdir("..")
+    import paddlehub as hub
+    by_directory = hub.Module(directory=installed, task="text-matching")
+    print("by directory:", type(by_directory).__name__, by_directory.task)
 """
 
 
@@ -58,13 +63,12 @@ def test_paddlehub_demos_train_and_predict_with_this_module(tmp_path, monkeypatc
     weights = install_weights(random_arrays(config), config, tmp_path / "weights")
     monkeypatch.setenv("BERT_CASED_L_24_H_1024_A_16_WEIGHTS", weights)
     home = offline_hub_home(tmp_path / "hub_home")
-    clean_clone(home / "modules" / "bert_cased_L_24_H_1024_A_16")
+    installed = clean_clone(home / "modules" / "bert_cased_L_24_H_1024_A_16")
     _data_sets(home / "dataset")
     work = tmp_path / "work"
     work.mkdir()
     env = dict(os.environ, HUB_HOME=str(home), PYTHONPATH="")  # The module comes from HUB_HOME, by name.
-    code = f"import sys; sys.argv_demos = {str(DEMOS)!r}\n" + textwrap.dedent(_DRIVER)
-    result = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(_DRIVER), str(DEMOS), str(installed)], cwd=work, env=env, capture_output=True, text=True,
                             timeout=600, stdin=subprocess.DEVNULL)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
@@ -82,4 +86,5 @@ def test_paddlehub_demos_train_and_predict_with_this_module(tmp_path, monkeypatc
     matches = [line.rsplit("Label: ", 1)[1] for line in predictions["text_matching"].splitlines()
                if line.startswith("TextA: ")]
     assert len(matches) == 3 and set(matches) <= {"similar", "dissimilar"}
+    assert "by directory: TextMatcher text-matching" in output
     assert "Traceback" not in output
