@@ -46,6 +46,7 @@ class BertTaskModel(nn.Layer, TransformerModule):
     """
 
     task = None
+    head_inputs = 1  # How many hidden-size vectors the classifier reads.
     # PaddleHub's RunModule would inspect every attribute access; a Layer never needs its static-mode guard.
     __getattribute__ = object.__getattribute__
 
@@ -65,8 +66,6 @@ class BertTaskModel(nn.Layer, TransformerModule):
         """Copies ``weights`` (``{1.x name: float32 array}``) into the encoder; the head keeps its random init."""
         for param in self.bert.parameters():
             param.set_value(weights[param.name[len(HUB_PREFIX):]])
-
-    head_inputs = 1  # How many hidden-size vectors the classifier reads.
 
     def get_tokenizer(self):
         """A paddlenlp ``BertTokenizer`` over the module's cased vocabulary (what ``hub.datasets`` need)."""
