@@ -41,6 +41,10 @@ setuptools.setup(
             "protobuf==3.20.3",
             # A paddlehub dependency; pinning it only saves the resolver minutes of backtracking.
             "gradio==5.14.0",
+            # Imported by tasks/ (the 2.x task models' tokenizer and chunk metric). Pinned to the release
+            # measured with paddlehub 2.4.0 here, whose token-cls quirks (padded seq_len, 1-element chunk
+            # counts) tasks/models.py works around.
+            "paddlenlp==2.8.1",
         ],
         "test": [
             "pytest",
