@@ -9,6 +9,11 @@ where the wrapper prepares its all-reduce. Two fixes, both installed by the task
   pass following its ``training_step``, all-reduce each gradient and divide it by the world size
   (what ``DataParallel`` computes), on whatever backend ``init_parallel_env`` chose (gloo on
   CPUs, NCCL on GPUs). A forward pass through ``DataParallel`` itself disarms them.
+* :func:`wait_for_every_rank` at the start of every epoch: ``hub.Trainer`` evaluates and saves
+  on rank 0 alone at the end of an epoch while the other ranks go on into the next one, and
+  gloo gives up on a collective after 30 s (fixed in Paddle 3.3.1's CPU process group; measured),
+  which a real evaluation outlasts. The ranks meet through the launcher's TCP store instead,
+  which waits as long as it takes.
 * :func:`install_trainer_fix`: ``hub.Trainer`` lists ``checkpoint_dir`` on every rank but creates
   it only on rank 0, so a rank on another machine crashes, and a resumed run would leave the
   other ranks at epoch 0 with their own parameters. With the fix, rank 0 alone reads the
@@ -17,13 +22,40 @@ where the wrapper prepares its all-reduce. Two fixes, both installed by the task
 """
 
 import functools
+import itertools
 import os
+import time
 from collections import defaultdict
 
 import paddle
 import paddle.distributed as dist
 
-__all__ = ["GradientAllReduce", "install_trainer_fix"]
+__all__ = ["GradientAllReduce", "install_trainer_fix", "wait_for_every_rank"]
+
+_meetings = itertools.count()
+
+
+def _peer_failure(error):
+    return RuntimeError(f"rank {dist.get_rank()} of {dist.get_world_size()}: {error}; most likely another worker "
+                        f"died, see its log")
+
+
+def wait_for_every_rank():
+    """Returns once every rank has called this as often as this one (a no-op in a single process).
+
+    Polls a counter in the launcher's TCP store (``paddle.base.core``'s global store, the one
+    ``init_parallel_env`` set up) rather than a gloo collective, so the wait has no 30 s limit.
+    """
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    key = f"bert_cased_L_24_H_1024_A_16/meeting/{next(_meetings)}"
+    store = paddle.base.core.create_or_get_global_tcp_store()
+    try:
+        store.add(key, 1)
+        while store.add(key, 0) < dist.get_world_size():
+            time.sleep(0.05)
+    except (OSError, RuntimeError) as error:  # The store lives in rank 0's process.
+        raise _peer_failure(f"waiting for the other ranks failed ({error})") from None
 
 
 class GradientAllReduce:
@@ -49,8 +81,7 @@ class GradientAllReduce:
         try:
             dist.all_reduce(total)
         except (OSError, RuntimeError) as error:  # gloo: "Connection reset by peer" when a peer process died.
-            raise RuntimeError(f"rank {dist.get_rank()} of {dist.get_world_size()}: the gradient all-reduce failed, "
-                               f"most likely because another worker died; see its log. ({error})") from None
+            raise _peer_failure(f"the gradient all-reduce failed ({error})") from None
         return total / dist.get_world_size()
 
 

@@ -27,7 +27,7 @@ from ..network import BertModel
 from ..weights import load_weights
 from ..weights.names import HUB_PREFIX, layer_of
 from . import TASKS
-from .data_parallel import GradientAllReduce, install_trainer_fix
+from .data_parallel import GradientAllReduce, install_trainer_fix, wait_for_every_rank
 from .tokenizer import paddlenlp_tokenizer
 
 __all__ = ["BertTaskModel", "SequenceClassifier", "TokenClassifier", "TextMatcher", "build"]
@@ -83,7 +83,10 @@ class BertTaskModel(nn.Layer, TransformerModule):
         return layers
 
     def training_step(self, batch, batch_idx):
-        """PaddleHub's step; under a multi-process ``hub.Trainer`` its backward pass all-reduces gradients."""
+        """PaddleHub's step; under a multi-process ``hub.Trainer`` its backward pass all-reduces gradients,
+        and the first step of an epoch waits for rank 0 to finish evaluating and saving."""
+        if batch_idx == 0:
+            wait_for_every_rank()
         result = super().training_step(batch, batch_idx)
         self._gradient_all_reduce.arm()
         return result

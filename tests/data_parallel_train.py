@@ -2,7 +2,8 @@
 
 Used by tests/test_tasks_distributed.py and for the README's samples/s. Every rank writes its final
 parameters to ``<out>.rank<R>.npz``; rank 0 prints ``samples/s=<global samples per second>``.
-``--die_at_step N`` makes rank 1 exit with status 3 in its N-th training step (a worker dying).
+``--die_at_step N`` makes rank 1 exit with status 3 in its N-th training step (a worker dying);
+``--eval_delay S`` makes rank 0's evaluations S seconds longer (the other ranks wait meanwhile).
 """
 
 import argparse
@@ -33,6 +34,7 @@ def main(argv=None):
     parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd")
     parser.add_argument("--learning_rate", type=float, default=0.1)
     parser.add_argument("--die_at_step", type=int, default=0)
+    parser.add_argument("--eval_delay", type=float, default=0, help="seconds each evaluation takes longer on rank 0")
     args = parser.parse_args(argv)
 
     paddle.seed(7)  # The task head's initial weights: the same in every process and run.
@@ -52,6 +54,15 @@ def main(argv=None):
             return step(batch, batch_idx)
 
         model.training_step = dying_step
+    if args.eval_delay and rank == 0:
+        validate = model.validation_step
+
+        def slow_validation_step(batch, batch_idx):
+            if batch_idx == 0:
+                time.sleep(args.eval_delay)
+            return validate(batch, batch_idx)
+
+        model.validation_step = slow_validation_step
     trainer = hub.Trainer(model, optimizer, checkpoint_dir=args.checkpoint_dir, use_vdl=False)
     start = time.perf_counter()
     trainer.train(datasets["train"], epochs=args.epochs, batch_size=args.batch_size, eval_dataset=datasets["dev"],
