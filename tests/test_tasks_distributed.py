@@ -111,6 +111,7 @@ def reference(source, tmp_path_factory):
     return epoch1, epoch2, _params(folders[1] / "two_epochs.rank0.npz")
 
 
+@pytest.mark.usefixtures("dying_job")
 def test_two_processes_on_one_node_train_one_model_through_a_slow_evaluation(source, reference, tmp_path):
     """Rank 0 evaluates for over 30 s (gloo's limit for a collective) while rank 1 starts epoch 2."""
     folder, env = _machine(source, tmp_path / "node")
@@ -123,13 +124,28 @@ def test_two_processes_on_one_node_train_one_model_through_a_slow_evaluation(sou
     assert sorted(os.listdir(folder / "ckpt")) == ["best_model", "epoch_1", "epoch_2", "metrics.pkl"]
 
 
-def _two_machines(machines, script_args):
-    """Runs one launcher per emulated machine (``(folder, env)`` each, rank = position); ``(code, output)`` each."""
+def _start_two_machines(machines, script_args):
+    """Starts one launcher per emulated machine (``(folder, env)`` each, rank = position)."""
     port = _free_port()
-    processes = [_launcher(folder, env, ["--nnodes", "2", "--master", f"127.0.0.1:{port}", "--rank", str(rank),
-                                         "--nproc_per_node", "1"], script_args)
-                 for rank, (folder, env) in enumerate(machines)]
-    return [_finish(p) for p in processes]
+    return [_launcher(folder, env, ["--nnodes", "2", "--master", f"127.0.0.1:{port}", "--rank", str(rank),
+                                    "--nproc_per_node", "1"], script_args)
+            for rank, (folder, env) in enumerate(machines)]
+
+
+def _two_machines(machines, script_args):
+    """Runs one launcher per emulated machine; ``(code, output)`` each."""
+    return [_finish(p) for p in _start_two_machines(machines, script_args)]
+
+
+@pytest.fixture(scope="module")
+def dying_job(source, tmp_path_factory):
+    """Two loopback machines whose rank 1 dies in its 2nd step: ``(machines, start time, launchers)``.
+
+    Started by the first test, so that it runs while that test's rank 0 sleeps through its evaluation.
+    """
+    machines = [_machine(source, tmp_path_factory.mktemp("dying") / f"machine{rank}") for rank in (0, 1)]
+    start = time.monotonic()
+    return machines, start, _start_two_machines(machines, ["--batch_size", "2", "--out", "dead", "--die_at_step", "2"])
 
 
 def test_two_machines_without_a_shared_file_system_train_and_resume_one_model(source, reference, tmp_path):
@@ -141,7 +157,7 @@ def test_two_machines_without_a_shared_file_system_train_and_resume_one_model(so
     assert _max_difference(_params(folders[1] / "epoch1.rank1.npz"), reference[0]) <= TOLERANCE
     assert (folders[0] / "ckpt" / "epoch_1" / "model.pdparams").is_file()
     assert not (folders[1] / "ckpt").exists()  # Only rank 0 writes checkpoints.
-    # Resume: rank 0 alone has the checkpoint and hands epoch, parameters and AdamW moments to rank 1.
+    # Resume: rank 0 alone has the checkpoint and hands epoch, parameters and momentum velocities to rank 1.
     results = _two_machines(machines, ["--batch_size", "2", "--out", "epoch2"])
     assert [code for code, _ in results] == [0, 0], results
     assert "checkpoint loaded. current_epoch=1" in results[0][1]
@@ -150,12 +166,10 @@ def test_two_machines_without_a_shared_file_system_train_and_resume_one_model(so
     assert not (folders[1] / "ckpt").exists()
 
 
-def test_a_dying_worker_brings_both_machines_down_with_a_clear_message(source, tmp_path):
-    start = time.monotonic()
-    machines = [_machine(source, tmp_path / f"machine{rank}") for rank in (0, 1)]
-    results = _two_machines(machines, ["--batch_size", "2", "--out", "dead", "--die_at_step", "2"])
-    assert time.monotonic() - start < 120
-    (code0, output0), (code1, output1) = results
+def test_a_dying_worker_brings_both_machines_down_with_a_clear_message(dying_job):
+    machines, start, launchers = dying_job
+    (code0, _), (code1, output1) = [_finish(p) for p in launchers]
+    assert time.monotonic() - start < 150  # Including the slow test it overlapped with (32 s asleep).
     assert code1 != 0 and "code 3" in output1  # The launcher of the dead worker names it.
     assert code0 != 0
     worker0 = (machines[0][0] / "log" / "workerlog.0").read_text()
