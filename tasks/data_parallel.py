@@ -114,6 +114,7 @@ def _load_checkpoint_on_rank_0(original):
             state = _resume_state(trainer)
         else:
             state = [None] * 4
+        wait_for_every_rank()  # Reading a large checkpoint may take rank 0 longer than gloo waits.
         dist.broadcast_object_list(state, src=0)
         if trainer.local_rank != 0 and state[0]:
             epoch, metrics, model_state, optimizer_state = state
