@@ -58,7 +58,21 @@ class BertCasedLarge:
     # leaves the whole process there. Each method here manages the mode itself.
     __getattribute__ = object.__getattribute__
 
-    def __init__(self, weights_dir=None):
+    def __new__(cls, weights_dir=None, task=None, **task_options):
+        """``task=None``: this module, with its 1.x API. ``task="seq-cls"``, ``"token-cls"`` or
+        ``"text-matching"``: PaddleHub 2.x's fine-tunable task model over this module's weights
+        instead (a ``paddle.nn.Layer``; ``task_options``: ``num_classes``, ``label_map``,
+        ``load_checkpoint``, ``suffix``; see ``tasks/models.py``)."""
+        if task is None:
+            if task_options:
+                raise TypeError(f"{', '.join(sorted(task_options))} only apply with task= (one of seq-cls, token-cls, "
+                                f"text-matching)")
+            return object.__new__(cls)
+        from .tasks import build_task_model
+
+        return build_task_model(cls(weights_dir), task, **task_options)
+
+    def __init__(self, weights_dir=None, task=None):  # task is None here: __new__ returned a task model otherwise
         self._weights_dir = weights_dir
         self._config = None
         self._tokenizer = None

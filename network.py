@@ -99,7 +99,8 @@ class _EncoderLayer(nn.Layer):
 class BertModel(nn.Layer):
     """BERT encoder with 1.x parameter names.
 
-    ``forward`` takes four int64 ``[batch, seq]`` tensors (``FEED_NAMES``; ``input_mask`` is 1 at
+    Any number of instances may be built in one process (in dynamic mode too), each with the
+    same 1.x names. ``forward`` takes four int64 ``[batch, seq]`` tensors (``FEED_NAMES``; ``input_mask`` is 1 at
     real tokens, 0 at padding) and returns ``(sequence_output [batch, seq, hidden],
     pooled_output [batch, hidden])``, float32.
     """
@@ -107,9 +108,14 @@ class BertModel(nn.Layer):
     def __init__(self, config, trainable=True):
         super().__init__()
         self.config = config
-        self.embeddings = _Embeddings(config, trainable)
-        self.layers = nn.LayerList([_EncoderLayer(config, trainable, i) for i in range(config.num_hidden_layers)])
-        self.pooler = _linear(config, trainable, "pooled_fc", config.hidden_size, config.hidden_size)
+        # Dynamic mode refuses a parameter name seen before in the process; a fresh name namespace
+        # lets every instance carry the 1.x names. Static programs keep their names as they are.
+        names = paddle.utils.unique_name.guard() if paddle.in_dynamic_mode() else contextlib.nullcontext()
+        with names:
+            self.embeddings = _Embeddings(config, trainable)
+            self.layers = nn.LayerList([_EncoderLayer(config, trainable, i)
+                                        for i in range(config.num_hidden_layers)])
+            self.pooler = _linear(config, trainable, "pooled_fc", config.hidden_size, config.hidden_size)
 
     def forward(self, input_ids, position_ids, segment_ids, input_mask):
         x = self.embeddings(input_ids, position_ids, segment_ids)

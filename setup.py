@@ -6,7 +6,7 @@ Every version pin of the project lives here, each with its reason.
 import setuptools
 
 PACKAGE = "bert_cased_L_24_H_1024_A_16"
-SUBPACKAGES = ["weights", "finetune", "corpus"]
+SUBPACKAGES = ["weights", "finetune", "tasks", "corpus"]
 RAY = "ray[data]==2.60.0"
 
 setuptools.setup(
@@ -43,6 +43,10 @@ setuptools.setup(
             "protobuf==3.20.3",
             # A paddlehub dependency; pinning it only saves the resolver minutes of backtracking.
             "gradio==5.14.0",
+            # Imported by tasks/ (the 2.x task models' tokenizer and chunk metric). Pinned to the release
+            # measured with paddlehub 2.4.0 here, whose token-cls quirks (padded seq_len, 1-element chunk
+            # counts) tasks/models.py works around.
+            "paddlenlp==2.8.1",
         ],
         # `embed --ray`: Ray Data's actor pools. Measured on exactly this release (see ../shared/STACK.md), and a
         # driver must run the same Ray version as the cluster it joins.

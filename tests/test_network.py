@@ -154,3 +154,14 @@ def test_set_parameters_reports_missing_and_misshaped_weights():
         misshaped = dict(arrays, sent_embedding=np.zeros((5, 32), np.float32))
         with pytest.raises(ValueError, match="sent_embedding"):
             network.set_parameters(bert.program, misshaped, scope=scope)
+
+
+def test_dynamic_mode_builds_any_number_of_models_with_the_1x_names():
+    config = TINY_CONFIGS["tiny"]
+    first, second = network.BertModel(config), network.BertModel(config)
+    names = [p.name for p in first.parameters()]
+    assert names == [p.name for p in second.parameters()]
+    assert set(names) == {HUB_PREFIX + name for name in legacy_parameter_shapes(config)}
+    with network.static_mode():  # The static program still carries exactly the 1.x names.
+        bert = network.build_program(config, max_seq_len=8)
+    assert set(_program_parameters(bert.program)) == set(names)
