@@ -51,7 +51,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from .device import gpu_available
+from .device import cpuinfo_field, gpu_available
 from .feeder import FEED_NAMES, Feeder, check_int, normalize_samples
 from .memory import release_freed_memory
 from .weights import file_sha256
@@ -98,17 +98,6 @@ def available_cpus():
         return max(1, os.cpu_count() or 1)
 
 
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
-
-
 def cpu_supports_bf16():
     """Whether this CPU has native bfloat16 instructions (``avx512_bf16`` or ``amx_bf16``) and Paddle has oneDNN.
 
@@ -118,9 +107,9 @@ def cpu_supports_bf16():
 
     if not paddle.base.core.is_compiled_with_onednn():
         return False
-    flags = _cpu_flags()
+    flags = cpuinfo_field("flags")
     if flags is not None:
-        return bool(flags & {"avx512_bf16", "amx_bf16"})
+        return bool(set(flags.split()) & {"avx512_bf16", "amx_bf16"})
     return bool(paddle.base.core.supports_bfloat16_fast_performance())
 
 
