@@ -41,18 +41,15 @@ def finished_shards(output_dir):
 def weights_sha256(weights_dir):
     """sha256 of a weights folder's content: ``bert_config.json``, ``vocab.txt`` and every ``params/`` file
     (names and bytes), so that any change of weights, configuration or vocabulary changes it."""
+    from ..weights import file_sha256
+
     digest = hashlib.sha256()
     params = os.path.join(weights_dir, "params")
     names = ["bert_config.json", "vocab.txt"] + [os.path.join("params", n) for n in sorted(os.listdir(params))]
     for name in names:
         path = os.path.join(weights_dir, name)
-        if not os.path.isfile(path):
-            continue
-        digest.update(name.encode("utf-8") + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
+        if os.path.isfile(path):
+            digest.update(f"{name}\0{file_sha256(path)}\0".encode("utf-8"))
     return digest.hexdigest()
 
 

@@ -11,7 +11,7 @@ where the wrapper prepares its all-reduce. Two fixes, both installed by the task
   CPUs, NCCL on GPUs). A forward pass through ``DataParallel`` itself disarms them.
 * :func:`wait_for_every_rank` at the start of every epoch: ``hub.Trainer`` evaluates and saves
   on rank 0 alone at the end of an epoch while the other ranks go on into the next one, and
-  gloo gives up on a collective after 30 s (fixed in Paddle 3.3.1's CPU process group; measured),
+  gloo gives up on a collective after 30 s (a fixed limit of Paddle 3.3.1's CPU process group; measured),
   which a real evaluation outlasts. The ranks meet through the launcher's TCP store instead,
   which waits as long as it takes.
 * :func:`install_trainer_fix`: ``hub.Trainer`` lists ``checkpoint_dir`` on every rank but creates

@@ -17,6 +17,7 @@ task head above the top encoder layer) train from the start at the full rate.
 
 import paddle
 
+from ..feeder import check_int
 from ..finetune.strategy import SlantedTriangularLR
 
 __all__ = ["ulmfit_optimizer", "UnfreezingSlantedTriangularLR"]
@@ -32,9 +33,7 @@ class UnfreezingSlantedTriangularLR(SlantedTriangularLR):
 
     def __init__(self, layers, steps_per_epoch, learning_rate, num_train_steps, cut_fraction=0.1, ratio=32,
                  unfreeze=True):
-        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
-        self.steps_per_epoch = steps_per_epoch
+        self.steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, 1)
         self._layers = dict(layers) if unfreeze else {}
         self._max_layer = max(self._layers.values(), default=0)
         super().__init__(learning_rate, num_train_steps, cut_fraction, ratio)
