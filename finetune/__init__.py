@@ -49,10 +49,11 @@ def _is_placeholder(value):
     return getattr(value, "__name__", None) == "<lambda>"
 
 
-def _is_ours(value):
-    """One of our strategy classes, from this copy of the package or another (installed vs. editable)."""
-    return (isinstance(value, type) and value.__name__ in HUB_STRATEGIES
-            and str(getattr(value, "__module__", "")).endswith(".finetune.strategy"))
+def is_package_class(value, names, module):
+    """Whether ``value`` is a class named in ``names`` from this package's ``finetune.<module>``, in this copy
+    of the package or another (installed vs. editable)."""
+    return (isinstance(value, type) and value.__name__ in names
+            and str(getattr(value, "__module__", "")).endswith(f".finetune.{module}"))
 
 
 def register_with_paddlehub():
@@ -79,7 +80,7 @@ def register_with_paddlehub():
         return False
     for name in HUB_STRATEGIES:
         current = getattr(namespace, name, None)
-        if current is None or _is_placeholder(current) or _is_ours(current):
+        if current is None or _is_placeholder(current) or is_package_class(current, HUB_STRATEGIES, "strategy"):
             # EasyDict mirrors attributes and items; setattr keeps both in step.
             setattr(namespace, name, getattr(ours, name))
     for name in ("ULMFiTStrategy", "AdamWeightDecayStrategy"):

@@ -25,6 +25,7 @@ from paddlehub.compat.task import config as hub_config
 from paddlehub.compat.task import reader as hub_reader
 
 from ..feeder import Feeder
+from . import is_package_class
 from ..tokenizer import BertTokenizer
 from ..weights import Casing, installed_casing, read_vocab
 from ..weights.casing import UNTOLD, casing_of_vocab
@@ -135,22 +136,19 @@ def register():
     """Puts :class:`RunConfig`, ``hub.reader`` (with :class:`ClassifyReader`), ``hub.TextClassifierTask`` and
     ``paddlehub.dataset.base_nlp_dataset`` where 1.x scripts look, replacing only what PaddleHub 2.4 lacks and
     its strategy-dropping ``RunConfig``; what holds anything else is left alone. Idempotent."""
-    if paddlehub.RunConfig is hub_config.RunConfig or _is_ours(paddlehub.RunConfig, "RunConfig"):
+    def ours(value, name):
+        return is_package_class(value, (name,), "hub1x")
+
+    if paddlehub.RunConfig is hub_config.RunConfig or ours(paddlehub.RunConfig, "RunConfig"):
         paddlehub.RunConfig = RunConfig
-    if getattr(paddlehub, "reader", None) is None or _is_ours(getattr(paddlehub.reader, "ClassifyReader", None),
-                                                              "ClassifyReader"):
+    reader = getattr(paddlehub, "reader", None)
+    if reader is None or ours(getattr(reader, "ClassifyReader", None), "ClassifyReader"):
         paddlehub.reader = types.ModuleType("paddlehub.reader", "1.x readers, for scripts written for PaddleHub 1.x")
         paddlehub.reader.ClassifyReader = ClassifyReader
-    if getattr(paddlehub, "TextClassifierTask", None) is None or _is_ours(paddlehub.TextClassifierTask,
-                                                                          "LegacyTextClassifierTask"):
+    task = getattr(paddlehub, "TextClassifierTask", None)
+    if task is None or ours(task, "LegacyTextClassifierTask"):
         paddlehub.TextClassifierTask = LegacyTextClassifierTask
     dataset = getattr(paddlehub, "dataset", None)
     if dataset is not None and "base_nlp_dataset" not in dataset:
         dataset.base_nlp_dataset = nlp_dataset  # EasyDict: attribute and item
     sys.modules.setdefault("paddlehub.dataset.base_nlp_dataset", nlp_dataset)
-
-
-def _is_ours(value, name):
-    """One of this file's classes, from this copy of the package or another (installed vs. editable)."""
-    return (isinstance(value, type) and value.__name__ == name
-            and str(getattr(value, "__module__", "")).endswith(".finetune.hub1x"))
