@@ -54,7 +54,7 @@ import numpy as np
 from .device import cpuinfo_field, gpu_available
 from .feeder import FEED_NAMES, Feeder, check_int, normalize_samples
 from .memory import release_freed_memory
-from .weights import file_sha256
+from .weights import file_sha256, hub_home
 
 __all__ = ["CACHE_ENV", "PRECISIONS", "Embedder", "available_cpus", "cpu_supports_bf16", "default_cache_dir",
            "export_inference_model"]
@@ -118,8 +118,7 @@ def default_cache_dir():
     (``HUB_HOME`` defaults to ``~/.paddlehub``)."""
     if os.environ.get(CACHE_ENV):
         return os.path.abspath(os.path.expanduser(os.environ[CACHE_ENV]))
-    hub_home = os.environ.get("HUB_HOME") or os.path.join("~", ".paddlehub")
-    return os.path.abspath(os.path.expanduser(os.path.join(hub_home, "cache", "bert_cased_L_24_H_1024_A_16")))
+    return os.path.join(hub_home(), "cache", "bert_cased_L_24_H_1024_A_16")
 
 
 # -- arguments -----------------------------------------------------------------------------------
