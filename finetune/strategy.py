@@ -588,14 +588,14 @@ class ClipGradByGlobalNormInPlace(paddle.nn.ClipGradByGlobalNorm):
     """
 
     def _pir_clip(self, params_grads):
-        clipped = [(p, g) for p, g in params_grads if g is not None and getattr(p, "need_clip", True)]
+        params_grads = [(p, g) for p, g in params_grads if g is not None]
+        clipped = [g for p, g in params_grads if getattr(p, "need_clip", True)]
         if not clipped:
             return params_grads
-        global_norm = paddle.sqrt(paddle.add_n([paddle._C_ops.squared_l2_norm(g) for _, g in clipped]))
+        global_norm = paddle.sqrt(paddle.add_n([paddle._C_ops.squared_l2_norm(g) for g in clipped]))
         max_norm = paddle.full([1], self.clip_norm, global_norm.dtype)
         scale = paddle.divide(max_norm, paddle.maximum(global_norm, max_norm))
-        scaled = {id(g): paddle.multiply_(g, scale) for _, g in clipped}
-        return [(p, scaled.get(id(g), g)) for p, g in params_grads if g is not None]
+        return [(p, paddle.multiply_(g, scale) if getattr(p, "need_clip", True) else g) for p, g in params_grads]
 
 
 class _Default:

@@ -1,13 +1,12 @@
 """Fine-tuning memory: tasks created in turn in one process (hyperparameter or k-fold loops) stay bounded."""
 
 import ctypes
-import gc
 
-import numpy as np
 import pytest
 
 from bert_cased_L_24_H_1024_A_16.config import BertConfig
 from bert_cased_L_24_H_1024_A_16.finetune import RunConfig, TextClassifierTask
+from bert_cased_L_24_H_1024_A_16.memory import release_freed_memory
 from bert_cased_L_24_H_1024_A_16.module import BertCasedLarge
 
 from conftest import install_weights, random_arrays
@@ -19,11 +18,7 @@ TRAIN = [(f"sample number {i} of a small data set", i % 2) for i in range(8)]
 
 
 def _rss_bytes():
-    gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    release_freed_memory()
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
 
