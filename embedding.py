@@ -51,10 +51,11 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from .device import cpuinfo_field, gpu_available
+from .cache import CACHE_ENV, default_cache_dir
+from .device import available_cpus, cpu_supports_bf16, gpu_available
 from .feeder import FEED_NAMES, Feeder, check_int, normalize_samples
 from .memory import release_freed_memory
-from .weights import file_sha256, hub_home
+from .weights import file_sha256
 
 __all__ = ["CACHE_ENV", "PRECISIONS", "Embedder", "available_cpus", "cpu_supports_bf16", "default_cache_dir",
            "export_inference_model"]
@@ -64,7 +65,6 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16")
 _PRECISION_ALIASES = {"fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16"}
 
-CACHE_ENV = "BERT_CASED_L_24_H_1024_A_16_CACHE"
 # Bump when the exported graph changes: cached exports made by older code are then not reused.
 _EXPORT_VERSION = 1
 _MODEL_PREFIX = "model"
@@ -86,39 +86,6 @@ _DEFAULT_CHUNK = 1024
 # for BERT-Large): past that the activations outgrow the caches and every FLOP costs more
 # (8 x 128 tokens ran at ~415 GFLOP/s, 32 x 128 at ~300), so a larger batch is split.
 _CPU_PASS_ELEMENTS = 1 << 20
-
-
-# -- the machine ---------------------------------------------------------------------------------
-
-def available_cpus():
-    """How many CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where unknown)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def cpu_supports_bf16():
-    """Whether this CPU has native bfloat16 instructions (``avx512_bf16`` or ``amx_bf16``) and Paddle has oneDNN.
-
-    Without them oneDNN would emulate bfloat16, slower than fp32.
-    """
-    import paddle
-
-    if not paddle.base.core.is_compiled_with_onednn():
-        return False
-    flags = cpuinfo_field("flags")
-    if flags is not None:
-        return bool(set(flags.split()) & {"avx512_bf16", "amx_bf16"})
-    return bool(paddle.base.core.supports_bfloat16_fast_performance())
-
-
-def default_cache_dir():
-    """``$BERT_CASED_L_24_H_1024_A_16_CACHE`` if set, else ``$HUB_HOME/cache/bert_cased_L_24_H_1024_A_16``
-    (``HUB_HOME`` defaults to ``~/.paddlehub``)."""
-    if os.environ.get(CACHE_ENV):
-        return os.path.abspath(os.path.expanduser(os.environ[CACHE_ENV]))
-    return os.path.join(hub_home(), "cache", "bert_cased_L_24_H_1024_A_16")
 
 
 # -- arguments -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from . import kernels
 from .feeder import FEED_NAMES
 from .weights.names import HUB_PREFIX
 
@@ -36,10 +37,21 @@ def _attr(name, config, trainable, weight=False):
     return paddle.ParamAttr(name=HUB_PREFIX + name, initializer=initializer, trainable=trainable)
 
 
-def _linear(config, trainable, name, in_size, out_size):
-    return nn.Linear(in_size, out_size,
-                     weight_attr=_attr(name + ".w_0", config, trainable, weight=True),
-                     bias_attr=_attr(name + ".b_0", config, trainable))
+class _Dense(nn.Linear):
+    """``nn.Linear`` on ``[rows, in]`` inputs, through :func:`kernels.linear` when ``use_kernel``
+    (oneDNN's ``bert_linear`` op where it is available; the training programs' fast path)."""
+
+    def __init__(self, in_size, out_size, weight_attr, bias_attr, use_kernel):
+        super().__init__(in_size, out_size, weight_attr=weight_attr, bias_attr=bias_attr)
+        self.use_kernel = use_kernel
+
+    def forward(self, x):
+        return kernels.linear(x, self.weight, self.bias) if self.use_kernel else super().forward(x)
+
+
+def _linear(config, trainable, name, in_size, out_size, use_kernel):
+    return _Dense(in_size, out_size, _attr(name + ".w_0", config, trainable, weight=True),
+                  _attr(name + ".b_0", config, trainable), use_kernel)
 
 
 def _layer_norm(config, trainable, name):
@@ -65,18 +77,22 @@ class _Embeddings(nn.Layer):
 
 
 class _EncoderLayer(nn.Layer):
-    def __init__(self, config, trainable, index):
+    def __init__(self, config, trainable, index, use_kernels):
         super().__init__()
         h, ffn = config.hidden_size, config.intermediate_size
         prefix = f"encoder_layer_{index}_"
         self.num_heads, self.head_size = config.num_attention_heads, config.head_size
-        self.query = _linear(config, trainable, prefix + "multi_head_att_query_fc", h, h)
-        self.key = _linear(config, trainable, prefix + "multi_head_att_key_fc", h, h)
-        self.value = _linear(config, trainable, prefix + "multi_head_att_value_fc", h, h)
-        self.attention_output = _linear(config, trainable, prefix + "multi_head_att_output_fc", h, h)
+
+        def dense(name, in_size, out_size):
+            return _linear(config, trainable, prefix + name, in_size, out_size, use_kernels)
+
+        self.query = dense("multi_head_att_query_fc", h, h)
+        self.key = dense("multi_head_att_key_fc", h, h)
+        self.value = dense("multi_head_att_value_fc", h, h)
+        self.attention_output = dense("multi_head_att_output_fc", h, h)
         self.attention_norm = _layer_norm(config, trainable, prefix + "post_att_layer_norm")
-        self.ffn_in = _linear(config, trainable, prefix + "ffn_fc_0", h, ffn)
-        self.ffn_out = _linear(config, trainable, prefix + "ffn_fc_1", ffn, h)
+        self.ffn_in = dense("ffn_fc_0", h, ffn)
+        self.ffn_out = dense("ffn_fc_1", ffn, h)
         self.ffn_norm = _layer_norm(config, trainable, prefix + "post_ffn_layer_norm")
         self.attention_dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.hidden_dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -103,9 +119,12 @@ class BertModel(nn.Layer):
     same 1.x names. ``forward`` takes four int64 ``[batch, seq]`` tensors (``FEED_NAMES``; ``input_mask`` is 1 at
     real tokens, 0 at padding) and returns ``(sequence_output [batch, seq, hidden],
     pooled_output [batch, hidden])``, float32.
+
+    ``use_kernels``: dense layers run :func:`kernels.linear` (oneDNN's ``bert_linear`` where it is
+    available, for training); False keeps Paddle's own ops, which inference passes know how to fuse.
     """
 
-    def __init__(self, config, trainable=True):
+    def __init__(self, config, trainable=True, use_kernels=True):
         super().__init__()
         self.config = config
         # Dynamic mode refuses a parameter name seen before in the process; a fresh name namespace
@@ -113,9 +132,10 @@ class BertModel(nn.Layer):
         names = paddle.utils.unique_name.guard() if paddle.in_dynamic_mode() else contextlib.nullcontext()
         with names:
             self.embeddings = _Embeddings(config, trainable)
-            self.layers = nn.LayerList([_EncoderLayer(config, trainable, i)
+            self.layers = nn.LayerList([_EncoderLayer(config, trainable, i, use_kernels)
                                         for i in range(config.num_hidden_layers)])
-            self.pooler = _linear(config, trainable, "pooled_fc", config.hidden_size, config.hidden_size)
+            self.pooler = _linear(config, trainable, "pooled_fc", config.hidden_size, config.hidden_size,
+                                  use_kernels)
 
     def forward(self, input_ids, position_ids, segment_ids, input_mask):
         x = self.embeddings(input_ids, position_ids, segment_ids)
@@ -163,14 +183,15 @@ def static_mode():
 def build_program(config, max_seq_len=None, num_slots=1, trainable=True, training=True):
     """Builds a fresh static program for ``config`` (call in static mode).
 
-    ``training=False`` builds without dropout (for inference); ``trainable=False`` marks every
-    parameter as not trainable. Returns a :class:`StaticBert`; parameters are not initialised.
+    ``training=False`` builds without dropout and with Paddle's own dense ops (for Paddle Inference);
+    ``training=True`` uses :func:`kernels.linear` (see :class:`BertModel`). ``trainable=False`` marks
+    every parameter as not trainable. Returns a :class:`StaticBert`; parameters are not initialised.
     """
     if not training:  # Dropout with probability 0 emits no op at all (eval mode would keep is_test ops).
         config = dataclasses.replace(config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     program, startup = paddle.static.Program(), paddle.static.Program()
     with paddle.static.program_guard(program, startup):
-        model = BertModel(config, trainable=trainable)
+        model = BertModel(config, trainable=trainable, use_kernels=training)
         model.train() if training else model.eval()
         inputs, outputs = {}, {}
         seq = -1 if max_seq_len is None else max_seq_len

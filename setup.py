@@ -6,7 +6,7 @@ Every version pin of the project lives here, each with its reason.
 import setuptools
 
 PACKAGE = "bert_cased_L_24_H_1024_A_16"
-SUBPACKAGES = ["weights", "finetune", "tasks", "corpus"]
+SUBPACKAGES = ["weights", "finetune", "tasks", "corpus", "kernels"]
 RAY = "ray[data]==2.60.0"
 
 setuptools.setup(
@@ -20,7 +20,8 @@ setuptools.setup(
     python_requires=">=3.9",
     package_dir={PACKAGE: ".", **{f"{PACKAGE}.{sub}": sub for sub in SUBPACKAGES}},
     packages=[PACKAGE] + [f"{PACKAGE}.{sub}" for sub in SUBPACKAGES],
-    package_data={PACKAGE: ["assets/vocab.txt", "assets/bert_config.json"]},
+    package_data={PACKAGE: ["assets/vocab.txt", "assets/bert_config.json"],
+                  f"{PACKAGE}.kernels": ["linear_op.cc"]},  # Compiled on first use.
     install_requires=[
         # The static graph (PIR), the inference passes and the 1.x tensor format this package relies on
         # were measured on exactly this release (see ../shared/STACK.md). GPU users install

@@ -14,6 +14,7 @@ The network lives in one static program and its weights once, in
 (no weights) for evaluation and prediction, and lets the strategy build the training program.
 """
 
+import contextlib
 import logging
 import math
 import os
@@ -25,8 +26,9 @@ import weakref
 import numpy as np
 import paddle
 
-from ..device import gpu_available
+from ..device import cpu_execution, gpu_available
 from ..feeder import check_int
+from ..kernels import set_linear_precision
 from ..memory import release_freed_memory
 from ..network import inference_clone, static_mode
 from .checkpoint import CheckpointMixin
@@ -145,6 +147,7 @@ class TextClassifierTask(CheckpointMixin):
         self._pad_to = seq if seq > 0 else None
         if self.place_is_gpu:
             _move_parameters(program, self.place)
+        set_linear_precision(program, self.config.precision)  # The clones below and the optimizer's ops inherit it.
         pooled = outputs["pooled_output"]
         hidden = int(pooled.shape[-1])
         # The head starts from ``seed`` alone (BERT's truncated normal, std 0.02), so runs repeat.
@@ -172,6 +175,12 @@ class TextClassifierTask(CheckpointMixin):
         self._eval_program, (self._eval_probs, self._eval_loss) = inference_clone(program, [probs, loss])
         self._program, self._loss, self._probs = program, loss, probs
         self._head_names = [self._tag + "cls_out.w_0", self._tag + "cls_out.b_0"]
+
+    @contextlib.contextmanager
+    def _running(self):
+        """Static mode, and on the CPU :func:`..device.cpu_execution` (ops in order, every core for each)."""
+        with static_mode(), (contextlib.nullcontext() if self.place_is_gpu else cpu_execution()):
+            yield
 
     @property
     def place_is_gpu(self):
@@ -240,7 +249,7 @@ class TextClassifierTask(CheckpointMixin):
         if train_data is None:
             raise ValueError("finetune needs train_data (a list of (text, label) or a .tsv/.csv path)")
         config = self.config
-        with static_mode():
+        with self._running():
             encodings, labels = self._encode(train_data, "train_data")
             dev = self._encode(dev_data, "dev_data") if dev_data is not None else None
             count, batch_size = len(encodings), config.batch_size
@@ -324,7 +333,7 @@ class TextClassifierTask(CheckpointMixin):
         data = data if data is not None else self.dev_data
         if data is None:
             raise ValueError("evaluate needs data (a list of (text, label) or a .tsv/.csv path)")
-        with static_mode():
+        with self._running():
             return self._evaluate_encoded(*self._encode(data, "data"))
 
     def _evaluate_encoded(self, encodings, labels):
@@ -347,7 +356,7 @@ class TextClassifierTask(CheckpointMixin):
         """
         size = check_int("batch_size", batch_size, 1) if batch_size is not None else self.config.batch_size
         results = {}
-        with static_mode():
+        with self._running():
             for batch in self.feeder.batches(texts, size, sort_by_length=True, pad_to=self._pad_to):
                 (probs,) = self._executor.run(self._predict_program, feed=batch.feeds,
                                               fetch_list=[self._predict_probs])

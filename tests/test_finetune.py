@@ -14,9 +14,9 @@ import warnings
 import numpy as np
 import paddle
 import pytest
-from bert_cased_L_24_H_1024_A_16 import finetune
+from bert_cased_L_24_H_1024_A_16 import finetune, kernels
 from bert_cased_L_24_H_1024_A_16.config import BertConfig
-from bert_cased_L_24_H_1024_A_16.device import gpu_available
+from bert_cased_L_24_H_1024_A_16.device import cpu_supports_bf16, gpu_available
 from bert_cased_L_24_H_1024_A_16.finetune import (
     AdamWeightDecayStrategy,
     DefaultStrategy,
@@ -455,6 +455,29 @@ def test_task_learns_with_the_default_strategy(learn_module):
     assert isinstance(task.strategy, AdamWeightDecayStrategy)
     assert isinstance(TextClassifierTask(learn_module, num_classes=2, max_seq_len=SEQ).strategy,
                       AdamWeightDecayStrategy)  # the default when none is given
+
+
+def test_bf16_training_follows_the_fp32_loss_curve(learn_module):
+    """Mixed precision trains like fp32: its per-epoch losses stay within the spread that another seed gives."""
+    if not (cpu_supports_bf16() and kernels.linear_op_available()):
+        pytest.skip("bf16 training needs avx512_bf16/amx_bf16 and the bert_linear kernel")
+    train, dev = synthetic(320, 12), synthetic(200, 22)
+
+    def run(precision, seed):
+        task = TextClassifierTask(learn_module, num_classes=2, max_seq_len=SEQ,
+                                  config=RunConfig(num_epoch=4, batch_size=16, seed=seed, precision=precision,
+                                                   strategy=AdamWeightDecayStrategy(learning_rate=2e-3)))
+        flags = {op.attrs()["bf16"] for op in task.program.global_block().ops if op.name().endswith("bert_linear")}
+        assert flags == {precision == "bf16"}
+        history = task.finetune_and_eval(train, dev)
+        return np.array([epoch["train_loss"] for epoch in history]), history[-1]["dev_accuracy"]
+
+    fp32, _ = run("fp32", 2)
+    other_seed, _ = run("fp32", 3)
+    bf16, bf16_accuracy = run("bf16", 2)
+    noise = np.abs(other_seed - fp32).max()
+    assert np.abs(bf16 - fp32).max() <= max(noise, 0.02), (fp32, other_seed, bf16)
+    assert bf16[-1] < 0.5 * bf16[0] and bf16_accuracy >= 0.95, (bf16, bf16_accuracy)
 
 
 # -- checkpoints ------------------------------------------------------------------------------

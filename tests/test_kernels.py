@@ -1,0 +1,131 @@
+"""The ``bert_linear`` training kernel against its pure-Paddle fallback and a float64 reference."""
+
+import logging
+import shutil
+
+import numpy as np
+import paddle
+import pytest
+
+from bert_cased_L_24_H_1024_A_16 import device, kernels
+from bert_cased_L_24_H_1024_A_16.network import build_program, static_mode
+
+from conftest import TINY_CONFIGS
+
+needs_kernel = pytest.mark.skipif(not shutil.which("g++") or not paddle.base.core.is_compiled_with_onednn(),
+                                  reason="the kernel needs g++ and a Paddle build with oneDNN")
+
+
+@pytest.fixture
+def fallback(monkeypatch):
+    """Runs the test as on a machine where the kernel can't be built."""
+    monkeypatch.setitem(kernels._state, "available", False)
+
+
+def _operands(m, k, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32),
+            rng.standard_normal(n).astype(np.float32), rng.standard_normal((m, n)).astype(np.float32))
+
+
+def _run(x, w, b, out_grad, bf16=False):
+    """``kernels.linear`` in dynamic mode: the output and the gradients of ``sum(out * out_grad)``."""
+    tensors = [paddle.to_tensor(a, stop_gradient=False) for a in (x, w, b)]
+    out = kernels.linear(*tensors, bf16=bf16)
+    (out * paddle.to_tensor(out_grad)).sum().backward()
+    return [out.numpy()] + [t.grad.numpy() for t in tensors]
+
+
+def _reference(x, w, b, out_grad):
+    x, w, b, g = (a.astype(np.float64) for a in (x, w, b, out_grad))
+    return [x @ w + b, g @ w.T, x.T @ g, g.sum(axis=0)]
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [(7, 5, 3), (64, 96, 80), (1, 33, 17)])
+def test_kernel_matches_the_float64_reference_and_the_fallback(shape, monkeypatch):
+    x, w, b, g = _operands(*shape)
+    assert kernels.linear_op_available()
+    ours = _run(x, w, b, g)
+    monkeypatch.setitem(kernels._state, "available", False)
+    plain = _run(x, w, b, g)
+    for name, got, fallback_value, want in zip(("out", "dx", "dw", "db"), ours, plain, _reference(x, w, b, g)):
+        scale = np.abs(want).max()
+        assert np.abs(got - want).max() <= 1e-5 * scale, name
+        assert np.abs(got - fallback_value).max() <= 1e-5 * scale, name
+
+
+@needs_kernel
+def test_bf16_mode_rounds_the_products_and_stays_close():
+    if not device.cpu_supports_bf16():
+        pytest.skip("this CPU has no avx512_bf16/amx_bf16")
+    x, w, b, g = _operands(48, 256, 40, seed=1)
+    fp32, bf16, want = _run(x, w, b, g), _run(x, w, b, g, bf16=True), _reference(x, w, b, g)
+    for name, half, full, exact in zip(("out", "dx", "dw", "db"), bf16, fp32, want):
+        scale = np.abs(exact).max()
+        # bfloat16 keeps 8 significant bits: a K-term sum of rounded products is off by ~2^-8 * sqrt(K).
+        assert np.abs(half - exact).max() <= 0.03 * scale, name
+        if name != "db":  # the bias gradient is a float32 sum in both modes
+            assert np.abs(half - full).max() > 1e-4 * scale, f"{name}: bf16 mode changed nothing"
+    np.testing.assert_allclose(bf16[3], fp32[3], rtol=1e-6, atol=1e-5)
+
+
+@needs_kernel
+def test_training_programs_use_the_kernel_and_inference_programs_do_not():
+    config = TINY_CONFIGS["tiny"]
+    with static_mode():
+        training = build_program(config, max_seq_len=8)
+        inference = build_program(config, training=False)
+        with paddle.static.program_guard(training.program, training.startup_program):
+            paddle.optimizer.SGD(0.1).minimize(paddle.mean(training.outputs["pooled_output"]))
+    names = [op.name() for op in training.program.global_block().ops]
+    dense = 6 * config.num_hidden_layers + 1  # four attention projections, two feed-forward, the pooler
+    assert names.count("custom_op.bert_linear") == dense
+    assert names.count("custom_op.bert_linear_grad") == dense
+    assert not [name for name in (op.name() for op in inference.program.global_block().ops) if "bert_linear" in name]
+    if device.cpu_supports_bf16():
+        assert kernels.set_linear_precision(training.program, "bf16") == 2 * dense
+        assert all(op.attrs()["bf16"] for op in training.program.global_block().ops if "bert_linear" in op.name())
+    assert kernels.set_linear_precision(training.program, "fp32") == 2 * dense
+
+
+def test_fallback_program_has_paddle_ops_and_refuses_bf16(fallback):
+    with static_mode():
+        bert = build_program(TINY_CONFIGS["tiny"], max_seq_len=8)
+    names = [op.name() for op in bert.program.global_block().ops]
+    assert "pd_op.matmul" in names and not [name for name in names if "bert_linear" in name]
+    assert kernels.set_linear_precision(bert.program, "fp32") == 0
+    if device.cpu_supports_bf16():
+        with pytest.raises(RuntimeError, match="bert_linear kernel"):
+            kernels.check_training_precision("bf16")
+
+
+def test_precision_is_checked(monkeypatch):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        kernels.check_training_precision("fp16")
+    monkeypatch.setattr(device, "cpu_supports_bf16", lambda: False)
+    with pytest.raises(RuntimeError, match="avx512_bf16"):
+        kernels.check_training_precision("bf16")
+    assert kernels.check_training_precision("fp32") == "fp32"
+
+
+def test_a_failed_build_falls_back_with_a_warning(monkeypatch, caplog):
+    def no_compiler(library):
+        raise RuntimeError("g++: command not found")
+
+    monkeypatch.setitem(kernels._state, "available", None)
+    monkeypatch.setattr(kernels, "_build", no_compiler)
+    monkeypatch.setattr(device, "gpu_available", lambda: False)
+    x, w, b, g = _operands(5, 4, 3)
+    with caplog.at_level(logging.WARNING, logger=kernels.__name__):
+        got = _run(x, w, b, g)
+    assert kernels._state["available"] is False
+    assert "g++: command not found" in caplog.text and "Paddle's matmul" in caplog.text
+    for value, want in zip(got, _reference(x, w, b, g)):
+        assert np.abs(value - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_the_environment_switch_turns_the_kernel_off(monkeypatch):
+    monkeypatch.setitem(kernels._state, "available", None)
+    monkeypatch.setenv(kernels.KERNELS_ENV, "0")
+    assert kernels.linear_op_available() is False
