@@ -60,6 +60,11 @@ setuptools.setup(
             "torch==2.13.0",
             "transformers<4.47",
             "tokenizers",
+            # The benchmark's quick test runs ONNX Runtime (export, BERT fusion, int8 quantization, which
+            # imports onnx and ml_dtypes); releases after 1.26.0 need protobuf>=4.25.8, the hub extra 3.20.3.
+            "onnxruntime==1.26.0",
+            "onnx",
+            "ml_dtypes",
         ],
     },
     entry_points={"console_scripts": [f"bert-cased-large={PACKAGE}.cli:main"]},

@@ -1,10 +1,11 @@
-"""get_embedding against Hugging Face transformers on the same weights, and against the machine's GEMM peak.
+"""get_embedding against the fastest CPU peers on the same weights and texts, and against the GEMM peak.
 
-Run from a clone of the repository, with an environment that has paddlepaddle, torch and transformers
-(``pip install -e .[test]``)::
+Run from a clone of the repository, with an environment that has paddlepaddle, torch, transformers and
+onnxruntime (``pip install -e .[test]``)::
 
-    python bench/bench_embedding.py                 # full-size BERT-Large, a few minutes on 2 cores
+    python bench/bench_embedding.py                 # full-size BERT-Large, both mixes: long on 2 cores
     python bench/bench_embedding.py --quick         # a tiny model, seconds: checks the plumbing
+    python bench/bench_embedding.py --mixes short --json out.json
 
 What it does, in one process:
 
@@ -14,27 +15,39 @@ What it does, in one process:
    taken as the peak, so the share below is never flattered by a slowed-down probe.
 2. Makes one random-init BERT-Large (Hugging Face ``BertModel``, ``torch.manual_seed``), installs the same
    weights as this module's weights folder, and loads it with this module (``get_embedding``).
-3. Embeds the same deterministic English sentences (word counts uniform over 2..100, about 5 to 140
-   tokens) with both, at the same batch size and thread count:
-   - this module: ``get_embedding(texts, batch_size=B)`` (Paddle Inference + oneDNN, length-sorted
-     batches padded to their own longest sample), then the same with ``prepacked_weights=True``
-     (oneDNN's fully connected kernels on weights packed once, for more memory);
-   - Hugging Face as a user would run it: its fast tokenizer per batch with ``padding=True``, batches
-     in input order, ``model.eval()`` under ``torch.inference_mode()``, each output row cut to its
-     sample's tokens. bf16: ``torch.autocast("cpu", dtype=torch.bfloat16)``.
-   Tokenization and copying out are inside the timings of both.
-4. Prints texts/s, real tokens/s, the real-token FLOP rate and its share of the GEMM peak (and of
-   the other probe's figure, when there are two), the speed ratios, and how closely the features
-   agree (cosines against fp32).
+3. Makes the text mixes (``--mixes``), each ``--num-texts`` deterministic English sentences, measured
+   separately: ``short``, 16 to 25 words (about 25 tokens on average), and ``medium``, 76 to 104 words
+   (about 100 tokens).
+4. Runs every runner on every mix, at the same batch size and thread count, one runner at a time (each
+   is freed before the next; RSS is reported after each row):
+   - ours: ``get_embedding(texts, batch_size=B)`` fp32 (Paddle Inference + oneDNN), the same with
+     ``prepacked_weights=True``, ``precision="bf16"`` (on CPUs with avx512_bf16/amx_bf16), and
+     ``precision="int8"`` when the package offers it (``"int8" in embedding.PRECISIONS``);
+   - torch: the ``BertModel`` under ``torch.inference_mode()`` in fp32; bf16 both under
+     ``torch.autocast("cpu", dtype=torch.bfloat16)`` and as a bf16 model (``model.bfloat16()``), the
+     faster of the two being the bf16 reference;
+   - ONNX Runtime: the same model exported, fused by ORT's BERT optimizer (fp32), and quantized with
+     ``quantize_dynamic`` (int8, QInt8 weights, per-tensor scales as ORT's BERT helper runs it;
+     ``--ort-per-channel`` for per-channel). See peers.py for the export and the sessions.
+   Every runner sorts the texts by token count, pads each batch to its own longest sample and puts
+   the results back in input order, as ``get_embedding`` does; tokenization (the peers: Hugging Face
+   ``BertTokenizerFast``) and copying each output row out, cut to its real tokens, are inside every
+   timing. Before each timed run a warm-up on ``2 * B`` texts builds the predictor / kernels.
+5. Prints, per mix, a table (seconds, texts/s, real tokens/s, real-token FLOP rate, its share of the
+   GEMM peak, RSS), how closely each runner's features agree with its fp32 reference, and a GOALS
+   block: the speed ratios and agreement bounds of issue #13, each with its goal and PASS or how far
+   short it is. Random weights hide most quantization error (their activations have no outliers),
+   so the int8 cosines here are an upper bound on trained weights'.
 
 Real-token FLOPs of a sample with ``n`` tokens (``[CLS]``/``[SEP]`` included), ``L`` layers, hidden ``h``,
 feed-forward ``f``: ``L * (2*n*(4*h*h + 2*h*f) + 4*n*n*h) + 2*h*h`` -- the four attention projections and
 the two feed-forward matrices (2 FLOPs a multiply-add), the two attention products over the sample's own
 ``n`` tokens, and the pooler. Padding, embeddings, layer norms, softmax, GELU and biases are not counted,
-so the rate is of useful work only. BERT-Large: about 0.60 GFLOP per token at ``n = 100``.
+so the rate is of useful work only. BERT-Large: about 0.60 GFLOP per token at ``n = 100``. For int8
+rows the same count is divided by the fp32 peak, so their share can pass 100 %.
 
 The timings are wall-clock over the whole job; CPU time used by other processes during each one is
-reported, since a busy machine slows every row.
+reported, and a run during which they used more than ``--max-foreign`` of the CPUs is repeated.
 """
 
 import argparse
@@ -43,12 +56,15 @@ import importlib.util
 import json
 import os
 import pathlib
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import peers  # noqa: E402
+from machine import CpuWatch, gemm_peak, rss_gb  # noqa: E402  (rss_gb: bench_finetune imports it from here)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = "bert_cased_L_24_H_1024_A_16"
@@ -128,6 +144,10 @@ def make_texts(count, seed=0, min_words=2, max_words=100):
     return texts
 
 
+# Text mixes: (min_words, max_words) for make_texts; about 25 and 100 tokens on average.
+MIXES = {"short": (16, 25), "medium": (76, 104)}
+
+
 # -- counting -----------------------------------------------------------------------------------------
 
 
@@ -138,116 +158,14 @@ def sample_flops(n_tokens, config):
     return layers * (2.0 * n * (4 * h * h + 2 * h * f) + 4.0 * n * n * h) + 2.0 * h * h
 
 
-_GEMM_PROBE = r"""
-import json, sys, time, numpy as np
-n, reps = int(sys.argv[1]), int(sys.argv[2])
-rng = np.random.default_rng(0)
-a = rng.random((n, n), dtype=np.float32); b = rng.random((n, n), dtype=np.float32)
-a @ b
-best = min((lambda t0: (a @ b, time.perf_counter() - t0)[1])(time.perf_counter()) for _ in range(reps))
-try:
-    from threadpoolctl import threadpool_info
-    kernels = ",".join(sorted({str(i.get("architecture")) for i in threadpool_info() if i.get("user_api") == "blas"}))
-except Exception:
-    kernels = "?"
-print(json.dumps({"gflops": 2 * n ** 3 / best / 1e9, "kernels": kernels}))
-"""
-
-
-def gemm_probe(threads, unset_coretype=False, n=4096, reps=6):
-    """numpy's float32 GEMM rate (GFLOP/s) in a child process with ``threads`` BLAS threads."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
-    if unset_coretype:
-        env.pop("OPENBLAS_CORETYPE", None)
-    out = subprocess.run([sys.executable, "-c", _GEMM_PROBE, str(n), str(reps)], env=env, check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def gemm_peak(threads, quick):
-    """``(peak GFLOP/s, description, [(GFLOP/s, what) per probe])`` from the numpy probes (see the module
-    docstring)."""
-    n, reps = (1024, 5) if quick else (4096, 6)
-    coretype = os.environ.get("OPENBLAS_CORETYPE")
-    probes = []
-    as_set = gemm_probe(threads, n=n, reps=reps)
-    label = f"OPENBLAS_CORETYPE={coretype}" if coretype else "environment as is"
-    probes.append((as_set["gflops"], f"{label} ({as_set['kernels']} kernels)"))
-    if coretype:
-        unset = gemm_probe(threads, unset_coretype=True, n=n, reps=reps)
-        probes.append((unset["gflops"], f"OPENBLAS_CORETYPE unset ({unset['kernels']} kernels)"))
-    peak = max(p for p, _ in probes)
-    detail = "; ".join(f"{p:.0f} GFLOP/s with {what}" for p, what in probes)
-    return peak, f"numpy float32 {n}x{n}x{n} matmul, {threads} threads: {detail}", probes
-
-
-class CpuWatch:
-    """Wall time of a block, and the share of all CPUs that other processes used meanwhile (Linux)."""
-
-    def __enter__(self):
-        self._busy0, self._own0, self._t0 = _total_busy_ticks(), _own_ticks(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self._t0
-        busy, own = _total_busy_ticks(), _own_ticks()
-        if None in (busy, own, self._busy0, self._own0):
-            self.foreign = float("nan")
-        else:
-            ticks = (busy - self._busy0) - (own - self._own0)
-            self.foreign = max(0.0, ticks / os.sysconf("SC_CLK_TCK") / (self.seconds * (os.cpu_count() or 1)))
-        return False
-
-
-def _total_busy_ticks():
-    try:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        return sum(values) - values[3] - values[4]  # All but idle and iowait.
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _own_ticks():
-    try:
-        with open("/proc/self/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime of this process.
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def rss_gb():
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
-    except (OSError, ValueError):
-        return float("nan")
-
-
-# -- the runners --------------------------------------------------------------------------------------
-
-
-def run_hugging_face(model, tokenizer, texts, batch_size, max_seq_len, bf16=False):
-    """The ordinary Hugging Face loop: per-batch padding, input order; ``[pooled, seq]`` per sample."""
-    import torch
-
-    results = []
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for start in range(0, len(texts), batch_size):
-            encoded = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                                max_length=max_seq_len, return_tensors="pt")
-            out = model(**encoded)
-            lengths = encoded["attention_mask"].sum(dim=1).tolist()
-            pooled = out.pooler_output.float().numpy()
-            sequence = out.last_hidden_state.float().numpy()
-            results.extend([pooled[i].copy(), sequence[i, :n].copy()] for i, n in enumerate(lengths))
-    return results
+# -- comparing ----------------------------------------------------------------------------------------
 
 
 def cosines(results, reference):
-    """Per-sample cosine of pooled features, and of token features (flattened), against ``reference``."""
+    """Per-sample cosine of pooled features, and of token features (flattened), against ``reference``, and
+    the largest absolute difference of token features."""
+    assert all(r[1].shape == q[1].shape for r, q in zip(results, reference)), "token counts differ between runners"
+
     def cos(a, b):
         a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
         return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
@@ -258,15 +176,114 @@ def cosines(results, reference):
     return pooled, tokens, max_abs
 
 
+def goals(rows):
+    """The issue's goals that this mix's rows can check: ``[{goal, value, target, higher, status}]``."""
+    by_name = {row["runner"]: row for row in rows}
+    out = []
+
+    def add(label, value, target, higher=True, missing="not measured"):
+        if value is None:
+            status = missing
+        elif target is None:
+            status = "(no goal: for reference)"
+        elif (value >= target) if higher else (value <= target):
+            status = "PASS"
+        elif label.startswith("speed"):
+            status = f"short by {target - value:.2f}x"
+        else:
+            status = f"short by {abs(target - value):.2g}"
+        out.append({"goal": label, "value": value, "target": target, "higher": higher, "status": status})
+
+    def speed(ours, theirs):
+        return by_name[ours]["texts_per_s"] / theirs["texts_per_s"] if ours in by_name and theirs else None
+
+    def agreement(name, key):
+        return by_name[name][key] if name in by_name else None
+
+    ort_fp32, ort_int8 = by_name.get("ORT fp32 fused"), by_name.get("ORT int8")
+    torch_bf16 = max((by_name[n] for n in ("torch bf16 autocast", "torch bf16 weights") if n in by_name),
+                     key=lambda row: row["texts_per_s"], default=None)
+    best = f" ({torch_bf16['runner']})" if torch_bf16 else ""
+    add("speed: ours fp32 / ORT fp32 fused", speed("ours fp32", ort_fp32), 1.1)
+    add("speed: ours fp32 prepacked / ORT fp32 fused", speed("ours fp32 prepacked", ort_fp32), 1.1)
+    add(f"speed: ours bf16 / best torch bf16{best}", speed("ours bf16", torch_bf16), 1.3,
+        missing="not measured (no avx512_bf16/amx_bf16, or --skip-bf16)")
+    add("speed: ours int8 / ORT int8", speed("ours int8", ort_int8), 1.0,
+        missing="not measured (the package has no precision='int8')")
+    add("agree: ours fp32 vs torch fp32, token features max |diff|", agreement("torch fp32", "max_abs_diff"),
+        1e-4, higher=False)
+    add("agree: ours fp32 vs torch fp32, pooled cosine (min)", agreement("torch fp32", "pooled_cos_min"), None)
+    add("agree: ours bf16 vs ours fp32, pooled cosine (min)", agreement("ours bf16", "pooled_cos_min"), 0.999)
+    add("agree: ORT int8 vs ORT fp32, pooled cosine (min)", agreement("ORT int8", "pooled_cos_min"), 0.998)
+    add("agree: ours int8 vs ours fp32, pooled cosine (min)", agreement("ours int8", "pooled_cos_min"), 0.998)
+    return out
+
+
+def print_mix(mix, data, config, args, threads, peak, probes):
+    rows, lengths = data["rows"], data["lengths"]
+    lo, hi = MIXES[mix]
+    print(f"\n== mix {mix}: {len(lengths)} texts of {lo}-{hi} words, {lengths.sum()} real tokens (mean "
+          f"{lengths.mean():.1f}, min {lengths.min()}, max {lengths.max()}); BERT ({config.num_hidden_layers} "
+          f"layers, hidden {config.hidden_size}), batch size {args.batch_size}, {threads} threads, "
+          f"fp32 GEMM peak {peak:.0f} GFLOP/s")
+    header = f"| {'runner':<19} | {'s':>6} | {'texts/s':>8} | {'tokens/s':>9} | {'GFLOP/s':>8} | {'% peak':>6} | " \
+             f"{'RSS GB':>6} | {'others':>6} |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for row in rows:
+        print(f"| {row['runner']:<19} | {row['seconds']:>6.2f} | {row['texts_per_s']:>8.2f} | "
+              f"{row['tokens_per_s']:>9.0f} | {row['gflops']:>8.0f} | {row['peak_share']:>6.0%} | "
+              f"{row['rss_gb']:>6.2f} | {row['foreign_cpu']:>6.0%} |")
+    print("(% peak: real-token FLOP rate / fp32 GEMM peak; RSS after the row; others: CPU used by other "
+          "processes meanwhile)")
+    for probe, what in probes:
+        if probe != peak:
+            shares = ", ".join(f"{row['runner']} {row['gflops'] / probe:.0%}" for row in rows)
+            print(f"against numpy with {what} ({probe:.0f} GFLOP/s) instead: {shares}")
+    for row in rows:
+        if row.get("vs"):
+            print(f"{row['runner']} vs {row['vs']}: cosine pooled min {row['pooled_cos_min']:.6f} mean "
+                  f"{row['pooled_cos_mean']:.6f}; tokens min {row['token_cos_min']:.6f}; "
+                  f"max |diff| {row['max_abs_diff']:.2g}")
+    print(f"GOALS ({mix}):")
+    for goal in data["goals"]:
+        speed = goal["goal"].startswith("speed")
+        value = "-" if goal["value"] is None else (
+            f"{goal['value']:.2f}x" if speed else f"{goal['value']:.6f}" if goal["higher"] else f"{goal['value']:.2g}")
+        target = "" if goal["target"] is None else \
+            f"goal {'>=' if goal['higher'] else '<='} {goal['target']:{'.1f' if speed else 'g'}}: "
+        print(f"  {goal['goal']:<66} {value:>9}  {target}{goal['status']}")
+    print("  (random weights hide quantization error: their activations have no outliers, so int8 cosines "
+          "on trained weights are lower)")
+
+
+def measure_ours(measure, module, batch_size, max_seq_len, bf16, precisions):
+    """Our rows: fp32, fp32 with prepacked weights, bf16 (on CPUs that have it), int8 (if the package has it)."""
+    def run(**options):
+        return lambda texts: module.get_embedding(texts, batch_size=batch_size, max_seq_len=max_seq_len, **options)
+
+    measure("ours fp32", run(precision="fp32"), keep=True)
+    measure("ours fp32 prepacked", run(precision="fp32", prepacked_weights=True), vs="ours fp32")
+    if bf16:
+        measure("ours bf16", run(precision="bf16"), vs="ours fp32")
+    if "int8" in precisions:  # A precision the package may offer later.
+        measure("ours int8", run(precision="int8"), vs="ours fp32")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=8, help="samples per forward pass, both runners (8)")
-    parser.add_argument("--num-texts", type=int, default=256, help="sentences to embed (256)")
-    parser.add_argument("--max-seq-len", type=int, default=512, help="truncation length, both runners (512)")
+    parser.add_argument("--batch-size", type=int, default=8, help="samples per forward pass, every runner (8)")
+    parser.add_argument("--num-texts", type=int, default=256, help="sentences to embed per mix (256)")
+    parser.add_argument("--mixes", default="short,medium",
+                        help=f"comma-separated text mixes, of {', '.join(MIXES)} (short,medium)")
+    parser.add_argument("--max-seq-len", type=int, default=512, help="truncation length, every runner (512)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="math threads, both runners (default: every CPU this process may use)")
+                        help="math threads, every runner (default: every CPU this process may use)")
     parser.add_argument("--skip-bf16", action="store_true", help="leave out the bf16 rows")
+    parser.add_argument("--ort-per-channel", action="store_true",
+                        help="quantize ORT int8 with per-channel weight scales (default: per-tensor, as ORT's "
+                             "BERT helper)")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny model and fewer texts: checks the plumbing in seconds, measures nothing")
     parser.add_argument("--seed", type=int, default=0, help="weights and sentences seed (0)")
@@ -279,6 +296,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.num_texts < 1 or args.repeat < 1 or args.retries < 0:
         parser.error("--batch-size, --num-texts and --repeat must be at least 1, --retries at least 0")
+    mixes = [m.strip() for m in args.mixes.split(",") if m.strip()]
+    if not mixes or any(m not in MIXES for m in mixes):
+        parser.error(f"--mixes takes a comma-separated list of {', '.join(MIXES)}")
 
     import logging
 
@@ -299,108 +319,99 @@ def main(argv=None):
     if not args.skip_bf16 and not bf16:
         print("bf16 rows left out: this CPU has no avx512_bf16/amx_bf16", file=sys.stderr)
 
+    import onnxruntime
     import torch
     import transformers
 
     torch.set_num_threads(threads)
     print(f"package {package.__file__}; paddle {__import__('paddle').__version__}, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}; {threads} threads; batch size {args.batch_size}", flush=True)
+          f"transformers {transformers.__version__}, onnxruntime {onnxruntime.__version__}; {threads} threads; "
+          f"batch size {args.batch_size}", flush=True)
 
     peak, peak_detail, probes = gemm_peak(threads, args.quick)
     print(f"fp32 GEMM peak: {peak:.0f} GFLOP/s ({peak_detail})", flush=True)
 
-    texts = make_texts(args.num_texts, seed=args.seed)
     vocab_file = str(ROOT / "assets" / "vocab.txt")
     hf_tokenizer = transformers.BertTokenizerFast(vocab_file, do_lower_case=False)
 
     with tempfile.TemporaryDirectory(prefix="bench_embedding-") as tmp:
-        os.environ[embedding.CACHE_ENV] = os.path.join(tmp, "cache")  # Keep the export out of the user's cache.
+        tmp = pathlib.Path(tmp)
+        os.environ[embedding.CACHE_ENV] = str(tmp / "cache")  # Keep the export out of the user's cache.
         t0 = time.perf_counter()
         torch.manual_seed(args.seed)
         hf_model = transformers.BertModel(transformers.BertConfig(**config.to_dict())).eval()
         state = {k: v.detach().numpy() for k, v in hf_model.state_dict().items()}
         arrays = {name: np.ascontiguousarray(state[hf].T if transpose else state[hf])
                   for name, (hf, transpose) in huggingface_names(config).items()}
-        weights_dir = weights.install(arrays, config, vocab_file, os.path.join(tmp, "weights"), {"format": "bench"})
+        weights_dir = weights.install(arrays, config, vocab_file, str(tmp / "weights"), {"format": "bench"})
         del state, arrays
         gc.collect()
         module = BertCasedLarge(weights_dir=weights_dir)
-        embed = module.get_embedding
-        lengths = np.array([len(module.feeder(args.max_seq_len).encode([t]).input_ids) for t in texts])
-        print(f"{len(texts)} texts, {lengths.sum()} tokens (min {lengths.min()}, median {int(np.median(lengths))}, "
-              f"max {lengths.max()}); setup {time.perf_counter() - t0:.0f} s, RSS {rss_gb():.1f} GB", flush=True)
-        flops = float(sample_flops(lengths, config).sum())
+        feeder = module.feeder(args.max_seq_len)
+        data = {}
+        for mix in mixes:
+            texts = make_texts(args.num_texts, args.seed, *MIXES[mix])
+            lengths = np.array([len(feeder.encode([t]).input_ids) for t in texts])
+            data[mix] = {"texts": texts, "lengths": lengths, "flops": float(sample_flops(lengths, config).sum()),
+                         "rows": [], "outputs": {}}
+            print(f"mix {mix}: {len(texts)} texts, {lengths.sum()} tokens (mean {lengths.mean():.1f}, min "
+                  f"{lengths.min()}, max {lengths.max()})", flush=True)
+        print(f"setup {time.perf_counter() - t0:.0f} s, RSS {rss_gb():.1f} GB", flush=True)
 
-        rows, outputs = [], {}
+        def measure(name, fn, vs=None, keep=False):
+            """Times ``fn`` on every mix; compares with the kept results of ``vs``; keeps its own if ``keep``."""
+            for mix in mixes:
+                d = data[mix]
+                texts, lengths, flops = d["texts"], d["lengths"], d["flops"]
+                fn(texts[:2 * args.batch_size])  # Warm-up: predictor / kernels built outside the timing.
+                runs = []
+                for attempt in range(args.repeat + args.retries):
+                    with CpuWatch() as watch:
+                        result = fn(texts)
+                    runs.append(watch)
+                    if attempt + 1 >= args.repeat and min(r.foreign for r in runs) <= args.max_foreign:
+                        break
+                    print(f"  {name} ({mix}): {watch.seconds:.1f} s (other processes used {watch.foreign:.0%} of "
+                          "the CPUs)" + ("; again" if attempt + 1 < args.repeat + args.retries else ""), flush=True)
+                # The least disturbed run, the fastest among equally quiet ones.
+                watch = min(runs, key=lambda r: (r.foreign > args.max_foreign, r.seconds))
+                row = {"runner": name, "seconds": watch.seconds, "texts_per_s": len(texts) / watch.seconds,
+                       "tokens_per_s": lengths.sum() / watch.seconds, "gflops": flops / watch.seconds / 1e9,
+                       "peak_share": flops / watch.seconds / 1e9 / peak, "foreign_cpu": watch.foreign}
+                if vs is not None:
+                    pooled, tokens, max_abs = cosines(result, d["outputs"][vs])
+                    row.update(vs=vs, pooled_cos_min=float(pooled.min()), pooled_cos_mean=float(pooled.mean()),
+                               token_cos_min=float(tokens.min()), max_abs_diff=max_abs)
+                if keep:
+                    d["outputs"][name] = result
+                del result
+                gc.collect()
+                row["rss_gb"] = rss_gb()
+                d["rows"].append(row)
+                print(f"  {name} ({mix}): {watch.seconds:.2f} s (other processes used {watch.foreign:.0%} of the "
+                      f"CPUs), RSS {row['rss_gb']:.2f} GB", flush=True)
 
-        def measure(name, fn):
-            fn(texts[:2 * args.batch_size])  # Warm-up: predictor / kernels built outside the timing.
-            runs = []
-            for attempt in range(args.repeat + args.retries):
-                with CpuWatch() as watch:
-                    result = fn(texts)
-                runs.append(watch)
-                if attempt + 1 >= args.repeat and min(r.foreign for r in runs) <= args.max_foreign:
-                    break
-                print(f"  {name}: {watch.seconds:.1f} s (other processes used {watch.foreign:.0%} of the CPUs)"
-                      + ("; again" if attempt + 1 < args.repeat + args.retries else ""), flush=True)
-            # The least disturbed run, the fastest among equally quiet ones.
-            watch = min(runs, key=lambda r: (r.foreign > args.max_foreign, r.seconds))
-            outputs[name] = result
-            rows.append({"runner": name, "seconds": watch.seconds, "texts_per_s": len(texts) / watch.seconds,
-                         "tokens_per_s": lengths.sum() / watch.seconds, "gflops": flops / watch.seconds / 1e9,
-                         "peak_share": flops / watch.seconds / 1e9 / peak, "foreign_cpu": watch.foreign,
-                         "rss_gb": rss_gb()})
-            print(f"  {name}: {watch.seconds:.1f} s (other processes used {watch.foreign:.0%} of the CPUs)", flush=True)
+        measure_ours(measure, module, args.batch_size, args.max_seq_len, bf16, embedding.PRECISIONS)
+        del module, feeder
+        gc.collect()
+        peers.measure_torch(measure, hf_model, hf_tokenizer, args.batch_size, args.max_seq_len, bf16,
+                            tmp / "bert.onnx")
+        del hf_model
+        gc.collect()
+        fused = peers.measure_ort(measure, hf_tokenizer, args.batch_size, args.max_seq_len, config,
+                                  tmp / "bert.onnx", threads, per_channel=args.ort_per_channel)
 
-        kw = {"batch_size": args.batch_size, "max_seq_len": args.max_seq_len}
-        measure("ours fp32", lambda t: embed(t, precision="fp32", **kw))
-        measure("ours fp32 prepacked", lambda t: embed(t, precision="fp32", prepacked_weights=True, **kw))
-        measure("HF fp32", lambda t: run_hugging_face(hf_model, hf_tokenizer, t, **kw))
-        if bf16:
-            measure("ours bf16", lambda t: embed(t, precision="bf16", **kw))
-            measure("HF bf16 autocast", lambda t: run_hugging_face(hf_model, hf_tokenizer, t, bf16=True, **kw))
-
-    # Same tokens on both sides, or the comparison means nothing.
-    ours, theirs = outputs["ours fp32"], outputs["HF fp32"]
-    assert all(a[1].shape == b[1].shape for a, b in zip(ours, theirs)), "token counts differ between runners"
-
-    by_name = {row["runner"]: row for row in rows}
-    print()
-    print(f"BERT ({config.num_hidden_layers} layers, hidden {config.hidden_size}), {len(texts)} texts, "
-          f"{lengths.sum()} real tokens, batch size {args.batch_size}, {threads} threads")
-    print(f"fp32 GEMM peak (numpy, this run): {peak:.0f} GFLOP/s")
-    header = f"| {'runner':<19} | {'s':>6} | {'texts/s':>8} | {'tokens/s':>9} | {'GFLOP/s':>8} | {'% peak':>6} | " \
-             f"{'vs HF fp32':>10} | {'vs HF same':>10} | {'others':>6} |"
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for row in rows:
-        same = by_name["HF bf16 autocast" if "bf16" in row["runner"] else "HF fp32"]
-        print(f"| {row['runner']:<19} | {row['seconds']:>6.1f} | {row['texts_per_s']:>8.2f} | "
-              f"{row['tokens_per_s']:>9.0f} | {row['gflops']:>8.0f} | {row['peak_share']:>6.0%} | "
-              f"{row['texts_per_s'] / by_name['HF fp32']['texts_per_s']:>9.2f}x | "
-              f"{row['texts_per_s'] / same['texts_per_s']:>9.2f}x | {row['foreign_cpu']:>6.0%} |")
-    print("(% peak: real-token FLOP rate / fp32 GEMM peak; others: CPU used by other processes meanwhile)")
-    for probe, what in probes:
-        if probe != peak:
-            shares = ", ".join(f"{row['runner']} {row['gflops'] / probe:.0%}" for row in rows)
-            print(f"against numpy with {what} ({probe:.0f} GFLOP/s) instead: {shares}")
-
-    print()
-    agreement = [("ours fp32 vs HF fp32", ours, theirs),
-                 ("ours fp32 prepacked vs ours fp32", outputs["ours fp32 prepacked"], ours)]
-    if bf16:
-        agreement += [("ours bf16 vs ours fp32", outputs["ours bf16"], ours),
-                      ("HF bf16 vs HF fp32", outputs["HF bf16 autocast"], theirs)]
-    for label, a, b in agreement:
-        pooled, tokens, max_abs = cosines(a, b)
-        print(f"{label}: cosine pooled min {pooled.min():.6f} mean {pooled.mean():.6f}; "
-              f"tokens min {tokens.min():.6f} mean {tokens.mean():.6f}; max |diff| {max_abs:.2g}")
+    report = {"peak_gflops": peak, "peak_detail": peak_detail, "threads": threads, "batch_size": args.batch_size,
+              "ort_per_channel": args.ort_per_channel, "ort_fused_operators": fused, "mixes": {}}
+    for mix in mixes:
+        d = data[mix]
+        d["goals"] = goals(d["rows"])
+        print_mix(mix, d, config, args, threads, peak, probes)
+        report["mixes"][mix] = {"words": list(MIXES[mix]), "texts": len(d["texts"]), "tokens": int(d["lengths"].sum()),
+                                "rows": d["rows"], "goals": d["goals"]}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"peak_gflops": peak, "peak_detail": peak_detail, "threads": threads,
-                       "batch_size": args.batch_size, "texts": len(texts), "tokens": int(lengths.sum()),
-                       "rows": rows}, f, indent=2)
+            json.dump(report, f, indent=2)
     return 0
 
 

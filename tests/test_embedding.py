@@ -2,7 +2,9 @@
 Hugging Face, input order, token counts, errors, devices, precision and the predictor's lifetime."""
 
 import io
+import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -399,9 +401,33 @@ def test_progress_bar_is_switchable(embedders, monkeypatch):
 def test_benchmark_runs_in_quick_mode(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
+    pytest.importorskip("onnxruntime")
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "bench_embedding.py")
-    out = subprocess.run([sys.executable, script, "--quick", "--num-texts", "24", "--json", str(tmp_path / "b.json")],
+    out = subprocess.run([sys.executable, script, "--quick", "--num-texts", "16", "--json", str(tmp_path / "b.json")],
                          check=False, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "| ours fp32" in out.stdout and "| HF fp32" in out.stdout
-    assert "ours fp32 vs HF fp32: cosine pooled min 1.000000" in out.stdout
+    text = out.stdout
+    # ORT's BERT fusion fused every attention layer of the tiny model (2), with no warning.
+    assert re.search(r"ORT BERT fusion .*\bAttention 2\b", text) and "WARNING" not in text, text
+    rows = ["ours fp32", "ours fp32 prepacked", "torch fp32", "ORT fp32 fused", "ORT int8"]
+    if embedding.cpu_supports_bf16():
+        rows += ["ours bf16", "torch bf16 autocast", "torch bf16 weights"]
+    with open(tmp_path / "b.json") as f:
+        report = json.load(f)
+    assert sorted(report["mixes"]) == ["medium", "short"]
+    for mix in ("short", "medium"):
+        assert f"== mix {mix}:" in text, text
+        block = text.split(f"== mix {mix}:")[1].split("== mix")[0]
+        for row in rows:
+            assert re.search(rf"^\| {re.escape(row)} +\| +[0-9.]+ \|", block, re.M), (row, block)
+        assert sorted(r["runner"] for r in report["mixes"][mix]["rows"]) == sorted(rows)
+        goals = block.split(f"GOALS ({mix}):")[1]
+        assert re.search(r"speed: ours fp32 / ORT fp32 fused +[0-9.]+x +goal >= 1.1: ", goals), goals
+        assert re.search(r"speed: ours int8 / ORT int8 .*goal >= 1.0: ", goals), goals
+        # Same weights, same tokens: fp32 features agree, and int8 stays close on random weights.
+        assert re.search(r"ours fp32 vs torch fp32, token features max \|diff\| +\S+ +goal <= 0.0001: PASS", goals)
+        assert re.search(r"ORT int8 vs ORT fp32, pooled cosine \(min\) +0\.99\d+ +goal >= 0.998: PASS", goals)
+        if embedding.cpu_supports_bf16():
+            assert re.search(r"speed: ours bf16 / best torch bf16 \(torch bf16 \w+\) +[0-9.]+x +goal >= 1.3: ", goals)
+            assert re.search(r"ours bf16 vs ours fp32, pooled cosine \(min\) +0\.99\d+ +goal >= 0.999: PASS", goals)
+        assert "random weights hide quantization error" in goals
