@@ -272,15 +272,17 @@ def report(args, config, params, results):
     if "paddle" in results and "paddle-bf16" in results:
         fp32, bf16 = np.array(results["paddle"]["losses"]), np.array(results["paddle-bf16"]["losses"])
         print(f"  loss: paddle-bf16 vs paddle fp32, largest step difference {np.abs(bf16 - fp32).max():.4f} "
-              f"(losses {fp32.mean():.3f} on average; same data, dropout differs)")
+              f"(mean loss {fp32.mean():.3f}; random labels and different dropout masks, so for reference only: "
+              "tests/test_finetune.py checks the bf16 loss curve on a learnable task)")
     if "paddle" in results:
         result, state = results["paddle"], 16 * params / 1e9
         share = result["peak_rss_gb"] / state
         verdict = "PASS" if share <= MEMORY_GOAL else f"over by {share - MEMORY_GOAL:.2f}x"
         print(f"  memory: paddle peak {result['peak_rss_gb']:.2f} GB / state (weights, gradients, 2 Adam moments) "
               f"{state:.2f} GB = {share:.2f}x  goal <= {MEMORY_GOAL}: {verdict}")
+        second = result["peak_rss_two_tasks_gb"] / result["peak_rss_gb"]
         print(f"  memory: after close + del {result['rss_after_close_gb']:.2f} GB; peak with a second task after it "
-              f"{result['peak_rss_two_tasks_gb']:.2f} GB (bounded when it equals the first peak)")
+              f"{result['peak_rss_two_tasks_gb']:.2f} GB = {second:.2f}x the first task's peak (goal: bounded by it)")
 
 
 def main(argv=None):

@@ -38,6 +38,8 @@ import warnings
 import numpy as np
 import paddle
 
+from .adamw import AdamW
+
 __all__ = [
     "OPTIMIZER_NAMES",
     "AdamWeightDecayStrategy",
@@ -313,7 +315,7 @@ class Strategy:
         if name == "adam":
             return opt.Adam(learning_rate=scheduler)
         if name == "adamw":
-            return opt.AdamW(learning_rate=scheduler, weight_decay=self.weight_decay or 0.0,
+            return AdamW(learning_rate=scheduler, weight_decay=self.weight_decay or 0.0,
                              apply_decay_param_fun=self._decays)
         if name == "adagrad":
             return opt.Adagrad(learning_rate=scheduler)
@@ -573,9 +575,8 @@ class AdamWeightDecayStrategy(Strategy):
         return LinearWarmupDecayLR(self.learning_rate, num_train_steps, warmup)
 
     def create_optimizer(self, scheduler):
-        return paddle.optimizer.AdamW(learning_rate=scheduler, weight_decay=self.weight_decay,
-                                      apply_decay_param_fun=self._decays,
-                                      grad_clip=ClipGradByGlobalNormInPlace(self.grad_clip_norm))
+        return AdamW(learning_rate=scheduler, weight_decay=self.weight_decay, apply_decay_param_fun=self._decays,
+                     grad_clip=ClipGradByGlobalNormInPlace(self.grad_clip_norm))
 
 
 class ClipGradByGlobalNormInPlace(paddle.nn.ClipGradByGlobalNorm):

@@ -1,5 +1,8 @@
 """Custom operators for training on the CPU, compiled from source on first use.
 
+``bert_adamw`` (``adamw_op.cc``) is Paddle's ``adamw_`` update in one multi-threaded pass (Paddle's
+runs on one thread); :class:`..finetune.adamw.AdamW` emits it instead of ``adamw_``.
+
 ``bert_linear`` (``linear_op.cc``) is a dense layer, ``out[M, N] = x[M, K] · w[K, N] + b[N]``, whose
 forward and backward run on the oneDNN library inside Paddle's wheel (AVX-512 / AMX kernels).
 Paddle 3.3.1's own training matmuls run on its bundled MKL (an AVX2 path at best on AMD CPUs) and its
@@ -7,10 +10,11 @@ bias gradient is a slow column reduction; its oneDNN kernels give wrong gradient
 With ``bf16=True`` the op's products round their inputs to bfloat16 and accumulate in float32:
 mixed precision for the dense layers only, every tensor in the program stays float32.
 
-The op is built once per Paddle installation and source (about 15 s, with g++) into
-``<cache dir>/kernels``. Where it can't be built or used -- no compiler, Paddle without oneDNN,
-a GPU present, or ``BERT_CASED_L_24_H_1024_A_16_KERNELS=0`` -- :func:`linear` runs Paddle's
-matmul and add instead: the same numbers in float32 (within rounding), no bf16.
+Both ops are built into one library, once per Paddle installation and source (about 30 s, with
+g++), into ``<cache dir>/kernels``. Where it can't be built or used -- no compiler, Paddle without
+oneDNN, a GPU present, or ``BERT_CASED_L_24_H_1024_A_16_KERNELS=0`` -- :func:`linear` runs Paddle's
+matmul and add and the optimizer Paddle's ``adamw_``: the same numbers in float32 (within
+rounding), no bf16.
 """
 
 import contextlib
@@ -23,16 +27,18 @@ import sys
 import tempfile
 import threading
 
-__all__ = ["KERNELS_ENV", "LINEAR_OP", "TRAINING_PRECISIONS", "check_training_precision", "linear",
-           "linear_op_available", "set_linear_precision"]
+__all__ = ["ADAMW_OP", "KERNELS_ENV", "LINEAR_OP", "TRAINING_PRECISIONS", "adamw_", "available",
+           "check_training_precision", "linear", "set_linear_precision"]
 
 log = logging.getLogger(__name__)
 
 KERNELS_ENV = "BERT_CASED_L_24_H_1024_A_16_KERNELS"
 LINEAR_OP = "bert_linear"
+ADAMW_OP = "bert_adamw"
 #: ``"bf16"``: mixed precision, the dense layers' products in bfloat16 with float32 sums and weights.
 TRAINING_PRECISIONS = ("fp32", "bf16")
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "linear_op.cc")
+_SOURCES = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+                 for name in ("linear_op.cc", "adamw_op.cc"))
 # The PIR names of the op and of its gradient op in a program.
 _PROGRAM_OP_NAMES = (f"custom_op.{LINEAR_OP}", f"custom_op.{LINEAR_OP}_grad")
 
@@ -46,13 +52,23 @@ def linear(x, weight, bias, bf16=False):
     Runs ``bert_linear`` where it is available (static programs and dynamic mode alike), else
     ``paddle.nn.functional.linear``, which has no bf16 mode: ``bf16`` then changes nothing.
     """
-    if len(x.shape) == 2 and linear_op_available():
+    if len(x.shape) == 2 and available():
         from paddle import _C_ops
 
         return _C_ops._run_custom_op(LINEAR_OP, x, weight, bias, bool(bf16))[0]
     import paddle.nn.functional as F
 
     return F.linear(x, weight, bias)
+
+
+def adamw_(param, grad, learning_rate, moment1, moment2, beta1_pow, beta2_pow, beta1, beta2, epsilon, lr_ratio,
+           coeff, with_decay):
+    """Appends (static) or runs (dynamic) ``bert_adamw``, updating ``param``, the moments and the beta
+    powers in place; the arguments are ``adamw_``'s. Call only when :func:`available`."""
+    from paddle import _C_ops
+
+    _C_ops._run_custom_op(ADAMW_OP, param, grad, learning_rate, moment1, moment2, beta1_pow, beta2_pow,
+                          float(beta1), float(beta2), float(epsilon), float(lr_ratio), float(coeff), bool(with_decay))
 
 
 def set_linear_precision(program, precision):
@@ -86,14 +102,14 @@ def check_training_precision(precision):
         if not cpu_supports_bf16():
             raise RuntimeError("bf16 training needs a CPU with avx512_bf16 or amx_bf16 instructions and a Paddle "
                                "build with oneDNN; this machine lacks them, train in 'fp32'")
-        if not linear_op_available():
+        if not available():
             raise RuntimeError(f"bf16 training needs the {LINEAR_OP} kernel, which could not be built or is turned "
                                f"off ({KERNELS_ENV}); see the warning logged above, or train in 'fp32'")
     return precision
 
 
-def linear_op_available():
-    """Whether ``bert_linear`` is registered in this process, building and loading it on first call."""
+def available():
+    """Whether this package's ops are registered in this process, building and loading them on first call."""
     if _state["available"] is None:
         with _lock:
             if _state["available"] is None:
@@ -103,7 +119,7 @@ def linear_op_available():
 
 def _load():
     if os.environ.get(KERNELS_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
-        log.info("%s is off: dense layers run on Paddle's matmul", KERNELS_ENV)
+        log.info("%s is off: training runs on Paddle's own operators", KERNELS_ENV)
         return False
     import paddle
 
@@ -113,28 +129,29 @@ def _load():
         return False
     library = os.path.join(os.path.dirname(paddle.__file__), "libs", "libdnnl.so.3")
     if not os.path.exists(library):
-        log.warning("Paddle's oneDNN library is not at %s; dense layers run on Paddle's matmul", library)
+        log.warning("Paddle's oneDNN library is not at %s; training runs on Paddle's own operators", library)
         return False
     try:
         shared_object = _build(library)
         names = paddle.utils.cpp_extension.load_op_meta_info_and_register_op(shared_object)
     except Exception as error:  # noqa: BLE001 -- any failure leaves the always-correct fallback.
-        log.warning("could not build the %s kernel (%s); dense layers run on Paddle's matmul, slower", LINEAR_OP,
-                    error)
+        log.warning("could not build this package's training kernels (%s); training runs on Paddle's own "
+                    "operators (Paddle's matmul), slower", error)
         return False
-    return LINEAR_OP in names
+    return {LINEAR_OP, ADAMW_OP} <= set(names)
 
 
 def _build(library):
-    """Compiles ``linear_op.cc`` (once per source and Paddle) and returns the shared object's path."""
+    """Compiles the ops' sources (once per source and Paddle) and returns the shared object's path."""
     import paddle
 
     from ..cache import default_cache_dir
 
-    with open(_SOURCE, "rb") as f:
-        key = hashlib.sha256(f.read() + paddle.__version__.encode() + library.encode() +
-                             sys.version.encode()).hexdigest()[:16]
-    name = f"{LINEAR_OP}_{key}"
+    digest = hashlib.sha256(paddle.__version__.encode() + library.encode() + sys.version.encode())
+    for source in _SOURCES:
+        with open(source, "rb") as f:
+            digest.update(f.read())
+    name = f"bert_kernels_{digest.hexdigest()[:16]}"
     root = os.path.join(default_cache_dir(), "kernels")
     shared_object = os.path.join(root, name, f"{name}.so")
     if os.path.exists(shared_object):
@@ -142,18 +159,18 @@ def _build(library):
     os.makedirs(root, exist_ok=True)
     with _file_lock(os.path.join(root, f".{name}.lock")):  # One build when several processes start at once.
         if not os.path.exists(shared_object):
-            log.info("compiling the %s kernel once (about 15 s) into %s", LINEAR_OP, root)
+            log.info("compiling this package's training kernels once (about 30 s) into %s", root)
             with tempfile.TemporaryDirectory(dir=root, prefix=f".{name}-") as build_dir:
                 built = os.path.join(build_dir, name, f"{name}.so")
                 # A child process: the build prints a lot and changes process-wide settings.
                 script = ("import sys\nfrom paddle.utils.cpp_extension import load\n"
-                          "load(name=sys.argv[1], sources=[sys.argv[2]], build_directory=sys.argv[3],\n"
-                          "     extra_cxx_cflags=['-O3'], extra_ldflags=[sys.argv[4], '-ldl'], verbose=False)\n")
-                done = subprocess.run([sys.executable, "-c", script, name, _SOURCE, build_dir, library],
+                          "load(name=sys.argv[1], sources=sys.argv[4:], build_directory=sys.argv[2],\n"
+                          "     extra_cxx_cflags=['-O3'], extra_ldflags=[sys.argv[3], '-ldl'], verbose=False)\n")
+                done = subprocess.run([sys.executable, "-c", script, name, build_dir, library, *_SOURCES],
                                       capture_output=True, text=True)
                 if done.returncode != 0 or not os.path.exists(built):
                     output = (done.stdout + done.stderr).strip().splitlines()
-                    raise RuntimeError(f"compiling {_SOURCE} failed: " + " | ".join(output[-5:]))
+                    raise RuntimeError(f"compiling {', '.join(_SOURCES)} failed: " + " | ".join(output[-5:]))
                 os.makedirs(os.path.dirname(shared_object), exist_ok=True)
                 os.replace(built, shared_object)  # Whole or absent, never half-written.
     return shared_object

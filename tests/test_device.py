@@ -1,4 +1,4 @@
-"""device.py: reading /proc/cpuinfo, and choosing MKL's fast code path on AMD CPUs only."""
+"""device.py: reading /proc/cpuinfo, MKL's fast code path on AMD CPUs only, math threads and serial CPU execution."""
 
 import os
 import subprocess
@@ -43,3 +43,29 @@ def test_importing_the_package_sets_it_before_paddle_runs():
     code = "import os, bert_cased_L_24_H_1024_A_16; print(os.environ.get('MKL_DEBUG_CPU_TYPE'))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == ("5" if cpuinfo_field("vendor_id") == "AuthenticAMD" else "None")
+
+
+def test_math_threads_follow_omp_num_threads_above_one_else_the_cpus_we_may_use(monkeypatch):
+    from bert_cased_L_24_H_1024_A_16.device import available_cpus, math_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert math_threads() == 3
+    for unset in ("1", "", "many"):  # Paddle writes "1" at import when nothing higher was chosen
+        monkeypatch.setenv("OMP_NUM_THREADS", unset)
+        assert math_threads() == available_cpus() == len(os.sched_getaffinity(0))
+
+
+def test_cpu_execution_runs_ops_in_order_inside_and_restores_the_flag():
+    import paddle
+
+    from bert_cased_L_24_H_1024_A_16.device import cpu_execution
+
+    flag = "FLAGS_new_executor_serial_run"
+    before = paddle.get_flags([flag])[flag]
+    with cpu_execution():
+        assert paddle.get_flags([flag])[flag] is True
+    assert paddle.get_flags([flag])[flag] == before
+    with pytest.raises(KeyError):
+        with cpu_execution():
+            raise KeyError("a failing step")
+    assert paddle.get_flags([flag])[flag] == before

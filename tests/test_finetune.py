@@ -459,7 +459,7 @@ def test_task_learns_with_the_default_strategy(learn_module):
 
 def test_bf16_training_follows_the_fp32_loss_curve(learn_module):
     """Mixed precision trains like fp32: its per-epoch losses stay within the spread that another seed gives."""
-    if not (cpu_supports_bf16() and kernels.linear_op_available()):
+    if not (cpu_supports_bf16() and kernels.available()):
         pytest.skip("bf16 training needs avx512_bf16/amx_bf16 and the bert_linear kernel")
     train, dev = synthetic(320, 12), synthetic(200, 22)
 

@@ -13,7 +13,7 @@ from bert_cased_L_24_H_1024_A_16.network import build_program, static_mode
 from conftest import TINY_CONFIGS
 
 needs_kernel = pytest.mark.skipif(not shutil.which("g++") or not paddle.base.core.is_compiled_with_onednn(),
-                                  reason="the kernel needs g++ and a Paddle build with oneDNN")
+                                  reason="the kernels need g++ and a Paddle build with oneDNN")
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def _reference(x, w, b, out_grad):
 @pytest.mark.parametrize("shape", [(7, 5, 3), (64, 96, 80), (1, 33, 17)])
 def test_kernel_matches_the_float64_reference_and_the_fallback(shape, monkeypatch):
     x, w, b, g = _operands(*shape)
-    assert kernels.linear_op_available()
+    assert kernels.available()
     ours = _run(x, w, b, g)
     monkeypatch.setitem(kernels._state, "available", False)
     plain = _run(x, w, b, g)
@@ -73,20 +73,23 @@ def test_bf16_mode_rounds_the_products_and_stays_close():
 @needs_kernel
 def test_training_programs_use_the_kernel_and_inference_programs_do_not():
     config = TINY_CONFIGS["tiny"]
+    bf16 = device.cpu_supports_bf16()
     with static_mode():
         training = build_program(config, max_seq_len=8)
         inference = build_program(config, training=False)
+        dense = 6 * config.num_hidden_layers + 1  # four attention projections, two feed-forward, the pooler
+        if bf16:  # Set before the backward pass exists: the gradient ops take it over.
+            assert kernels.set_linear_precision(training.program, "bf16") == dense
         with paddle.static.program_guard(training.program, training.startup_program):
             paddle.optimizer.SGD(0.1).minimize(paddle.mean(training.outputs["pooled_output"]))
     names = [op.name() for op in training.program.global_block().ops]
-    dense = 6 * config.num_hidden_layers + 1  # four attention projections, two feed-forward, the pooler
     assert names.count("custom_op.bert_linear") == dense
     assert names.count("custom_op.bert_linear_grad") == dense
     assert not [name for name in (op.name() for op in inference.program.global_block().ops) if "bert_linear" in name]
-    if device.cpu_supports_bf16():
-        assert kernels.set_linear_precision(training.program, "bf16") == 2 * dense
-        assert all(op.attrs()["bf16"] for op in training.program.global_block().ops if "bert_linear" in op.name())
+    flags = [op.attrs()["bf16"] for op in training.program.global_block().ops if "bert_linear" in op.name()]
+    assert flags == [bf16] * (2 * dense)
     assert kernels.set_linear_precision(training.program, "fp32") == 2 * dense
+    assert not any(op.attrs()["bf16"] for op in training.program.global_block().ops if "bert_linear" in op.name())
 
 
 def test_fallback_program_has_paddle_ops_and_refuses_bf16(fallback):
@@ -128,4 +131,59 @@ def test_a_failed_build_falls_back_with_a_warning(monkeypatch, caplog):
 def test_the_environment_switch_turns_the_kernel_off(monkeypatch):
     monkeypatch.setitem(kernels._state, "available", None)
     monkeypatch.setenv(kernels.KERNELS_ENV, "0")
-    assert kernels.linear_op_available() is False
+    assert kernels.available() is False
+
+
+def _train_with(optimizer_class, steps=3):
+    """Parameters after ``steps`` of ``optimizer_class`` on a small regression, and the program's op names."""
+    from paddle.nn.initializer import Assign
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 300)).astype(np.float32)
+    init = {"w": rng.standard_normal((300, 300)).astype(np.float32) * 0.05,
+            "b": rng.standard_normal(300).astype(np.float32) * 0.05}
+    scope = paddle.static.Scope()
+    with static_mode(), paddle.static.scope_guard(scope):
+        program, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(program, startup):
+            feed = paddle.static.data("x", [8, 300], "float32")
+            w = paddle.create_parameter([300, 300], "float32", name="fused_adamw_test_w",
+                                        default_initializer=Assign(init["w"]))
+            b = paddle.create_parameter([300], "float32", name="fused_adamw_test_b",
+                                        attr=paddle.ParamAttr(name="fused_adamw_test_b", learning_rate=0.5,
+                                                              initializer=Assign(init["b"])))
+            loss = paddle.mean(paddle.square(paddle.matmul(feed, w) + b))
+            optimizer_class(learning_rate=0.01, weight_decay=0.1,
+                            apply_decay_param_fun=lambda name: name.endswith("_w")).minimize(loss)
+        executor = paddle.static.Executor(paddle.CPUPlace())
+        executor.run(startup)
+        for _ in range(steps):
+            executor.run(program, feed={"x": x})
+        values = {name: np.array(scope.find_var(f"fused_adamw_test_{name}").get_tensor()) for name in init}
+        names = [op.name() for op in program.global_block().ops]
+    scope.erase(list(scope.local_var_names()))
+    return values, names, init
+
+
+@needs_kernel
+def test_fused_adamw_matches_paddles_adamw_step_by_step():
+    from bert_cased_L_24_H_1024_A_16.finetune.adamw import AdamW
+
+    ours, our_ops, init = _train_with(AdamW)
+    theirs, their_ops, _ = _train_with(paddle.optimizer.AdamW)
+    assert our_ops.count("custom_op.bert_adamw_") == 2 and "pd_op.adamw_" not in our_ops
+    assert their_ops.count("pd_op.adamw_") == 2
+    for name in init:
+        assert np.abs(theirs[name] - init[name]).max() > 1e-3  # the steps moved the parameter
+        # Same formulas, float32 rounding in another order: within a ten-thousandth of one step (lr 0.01).
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_adamw_falls_back_to_paddles_update_without_the_kernels(fallback):
+    from bert_cased_L_24_H_1024_A_16.finetune.adamw import AdamW
+
+    ours, our_ops, _ = _train_with(AdamW, steps=2)
+    theirs, _, _ = _train_with(paddle.optimizer.AdamW, steps=2)
+    assert "pd_op.adamw_" in our_ops and "custom_op.bert_adamw_" not in our_ops
+    for name in ours:
+        np.testing.assert_array_equal(ours[name], theirs[name])
