@@ -76,16 +76,20 @@ def cpu_supports_bf16():
 
 
 def math_threads():
-    """Threads for math on the CPU: ``OMP_NUM_THREADS`` when above 1, else :func:`available_cpus`.
+    """Threads for math on the CPU: ``OMP_NUM_THREADS`` when above 1, else :func:`available_cpus` shared
+    among the processes that ``paddle.distributed.launch`` started on this node (``PADDLE_LOCAL_SIZE``).
 
     Importing Paddle sets ``OMP_NUM_THREADS=1`` unless it was set higher, so 1 means "not chosen";
-    limit the CPUs with ``taskset`` or a cgroup instead.
+    limit the CPUs with ``taskset`` or a cgroup instead. ``kernels/threads.h`` is the same rule.
     """
-    try:
-        chosen = int(os.environ.get("OMP_NUM_THREADS", "1"))
-    except ValueError:
-        chosen = 1
-    return chosen if chosen > 1 else available_cpus()
+    def number(name, default):
+        try:
+            return int(os.environ.get(name, default))
+        except ValueError:
+            return default
+
+    chosen = number("OMP_NUM_THREADS", 1)
+    return chosen if chosen > 1 else max(1, available_cpus() // max(1, number("PADDLE_LOCAL_SIZE", 1)))
 
 
 @contextlib.contextmanager

@@ -37,8 +37,9 @@ LINEAR_OP = "bert_linear"
 ADAMW_OP = "bert_adamw"
 #: ``"bf16"``: mixed precision, the dense layers' products in bfloat16 with float32 sums and weights.
 TRAINING_PRECISIONS = ("fp32", "bf16")
-_SOURCES = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-                 for name in ("linear_op.cc", "adamw_op.cc"))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_SOURCES = tuple(os.path.join(_HERE, name) for name in ("linear_op.cc", "adamw_op.cc"))
+_HEADERS = (os.path.join(_HERE, "threads.h"),)
 # The PIR names of the op and of its gradient op in a program.
 _PROGRAM_OP_NAMES = (f"custom_op.{LINEAR_OP}", f"custom_op.{LINEAR_OP}_grad")
 
@@ -148,7 +149,7 @@ def _build(library):
     from ..cache import default_cache_dir
 
     digest = hashlib.sha256(paddle.__version__.encode() + library.encode() + sys.version.encode())
-    for source in _SOURCES:
+    for source in _SOURCES + _HEADERS:
         with open(source, "rb") as f:
             digest.update(f.read())
     name = f"bert_kernels_{digest.hexdigest()[:16]}"

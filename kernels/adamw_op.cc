@@ -9,29 +9,16 @@
 //   m2  = beta2 * m2 + (1 - beta2) * g * g
 //   p  -= lr' * sqrt(1 - beta2_pow) / (1 - beta1_pow) * m1 / (sqrt(m2) + epsilon * sqrt(1 - beta2_pow))
 //   beta1_pow *= beta1, beta2_pow *= beta2
-#include <sched.h>
-#include <unistd.h>
-
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <thread>
 #include <vector>
 
 #include "paddle/extension.h"
+#include "threads.h"
 
 namespace {
-
-int UpdateThreads() {
-  static const int threads = [] {
-    const char *env = std::getenv("OMP_NUM_THREADS");
-    if (env != nullptr && std::atoi(env) > 1) return std::atoi(env);
-    cpu_set_t cpus;
-    if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0) return CPU_COUNT(&cpus);
-    return static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
-  }();
-  return threads;
-}
 
 void Update(float *p, const float *g, float *m1, float *m2, int64_t begin, int64_t end, float decay, float beta1,
             float beta2, float step, float eps_hat) {
@@ -63,7 +50,7 @@ void BertAdamWForward(paddle::Tensor &param, const paddle::Tensor &grad, const p
   float *p = param.data<float>(), *m1 = moment1.data<float>(), *m2 = moment2.data<float>();
   const float *g = grad.data<float>();
   const int64_t n = param.numel();
-  const int threads = n < (1 << 16) ? 1 : UpdateThreads();
+  const int threads = n < (1 << 16) ? 1 : MathThreads();
   if (threads == 1) {
     Update(p, g, m1, m2, 0, n, decay, beta1, beta2, step, eps_hat);
   } else {

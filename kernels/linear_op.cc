@@ -10,25 +10,21 @@
 // accumulate in float32 (mixed precision, as torch.autocast does for linear layers); every
 // tensor stays float32 in the program. Needs avx512_bf16 or amx_bf16 for speed.
 //
-// Threads: OMP_NUM_THREADS when above 1, else every CPU this process may run on. Importing Paddle
-// sets OMP_NUM_THREADS=1 unless it was set higher, and Paddle's oneDNN runs on Intel's OpenMP
-// runtime (libiomp5) with that one thread; the op raises the count for its own calls only (limit
-// the CPUs with taskset or a cgroup's cpuset).
+// Threads: MathThreads() (threads.h). Paddle's oneDNN runs on Intel's OpenMP runtime (libiomp5),
+// which importing Paddle leaves at one thread; the op raises the count for its own calls only.
 //
 // Only oneDNN's C API is used, declared below from oneDNN 3.x's dnnl.h (stable within the major
 // version; Paddle 3.3.1 bundles 3.6.2), so no oneDNN headers are needed to build this file.
 #include <dlfcn.h>
-#include <sched.h>
-#include <unistd.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "paddle/extension.h"
+#include "threads.h"
 
 extern "C" {
 typedef int dnnl_status_t;  // dnnl_success = 0
@@ -94,17 +90,6 @@ struct Runtime {
     Check(dnnl_stream_create(&stream, engine, kInOrder), "stream creation");
   }
 };
-
-int MathThreads() {
-  static const int threads = [] {
-    const char *env = std::getenv("OMP_NUM_THREADS");
-    if (env != nullptr && std::atoi(env) > 1) return std::atoi(env);
-    cpu_set_t cpus;
-    if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0) return CPU_COUNT(&cpus);
-    return static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
-  }();
-  return threads;
-}
 
 // The OpenMP runtimes loaded in this process: Intel's, which Paddle's oneDNN binds to, and GNU's.
 struct OpenMpRuntime {

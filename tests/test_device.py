@@ -45,14 +45,19 @@ def test_importing_the_package_sets_it_before_paddle_runs():
     assert out.strip() == ("5" if cpuinfo_field("vendor_id") == "AuthenticAMD" else "None")
 
 
-def test_math_threads_follow_omp_num_threads_above_one_else_the_cpus_we_may_use(monkeypatch):
+def test_math_threads_follow_omp_num_threads_above_one_else_share_the_cpus_we_may_use(monkeypatch):
     from bert_cased_L_24_H_1024_A_16.device import available_cpus, math_threads
 
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert math_threads() == 3
+    monkeypatch.setenv("PADDLE_LOCAL_SIZE", "2")
+    assert math_threads() == 3  # a choice is kept whatever the launcher started
     for unset in ("1", "", "many"):  # Paddle writes "1" at import when nothing higher was chosen
         monkeypatch.setenv("OMP_NUM_THREADS", unset)
+        monkeypatch.delenv("PADDLE_LOCAL_SIZE")
         assert math_threads() == available_cpus() == len(os.sched_getaffinity(0))
+        monkeypatch.setenv("PADDLE_LOCAL_SIZE", str(2 * available_cpus()))  # more processes than CPUs
+        assert math_threads() == 1
 
 
 def test_cpu_execution_runs_ops_in_order_inside_and_restores_the_flag():
