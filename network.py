@@ -54,10 +54,22 @@ def _linear(config, trainable, name, in_size, out_size, use_kernel):
                   _attr(name + ".b_0", config, trainable), use_kernel)
 
 
-def _layer_norm(config, trainable, name):
-    return nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps,
-                        weight_attr=_attr(name + "_scale", config, trainable),
-                        bias_attr=_attr(name + "_bias", config, trainable))
+class _Norm(nn.LayerNorm):
+    """``nn.LayerNorm`` that runs :func:`kernels.layer_norm` on ``[rows, hidden]`` inputs when ``use_kernel``."""
+
+    def __init__(self, size, epsilon, weight_attr, bias_attr, use_kernel):
+        super().__init__(size, epsilon=epsilon, weight_attr=weight_attr, bias_attr=bias_attr)
+        self.use_kernel = use_kernel
+
+    def forward(self, x):
+        if self.use_kernel and len(x.shape) == 2:
+            return kernels.layer_norm(x, self.weight, self.bias, self._epsilon)
+        return super().forward(x)
+
+
+def _layer_norm(config, trainable, name, use_kernel=False):
+    return _Norm(config.hidden_size, config.layer_norm_eps, _attr(name + "_scale", config, trainable),
+                 _attr(name + "_bias", config, trainable), use_kernel)
 
 
 class _Embeddings(nn.Layer):
@@ -90,10 +102,10 @@ class _EncoderLayer(nn.Layer):
         self.key = dense("multi_head_att_key_fc", h, h)
         self.value = dense("multi_head_att_value_fc", h, h)
         self.attention_output = dense("multi_head_att_output_fc", h, h)
-        self.attention_norm = _layer_norm(config, trainable, prefix + "post_att_layer_norm")
+        self.attention_norm = _layer_norm(config, trainable, prefix + "post_att_layer_norm", use_kernels)
         self.ffn_in = dense("ffn_fc_0", h, ffn)
         self.ffn_out = dense("ffn_fc_1", ffn, h)
-        self.ffn_norm = _layer_norm(config, trainable, prefix + "post_ffn_layer_norm")
+        self.ffn_norm = _layer_norm(config, trainable, prefix + "post_ffn_layer_norm", use_kernels)
         self.attention_dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.hidden_dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -120,8 +132,9 @@ class BertModel(nn.Layer):
     real tokens, 0 at padding) and returns ``(sequence_output [batch, seq, hidden],
     pooled_output [batch, hidden])``, float32.
 
-    ``use_kernels``: dense layers run :func:`kernels.linear` (oneDNN's ``bert_linear`` where it is
-    available, for training); False keeps Paddle's own ops, which inference passes know how to fuse.
+    ``use_kernels``: dense layers and the encoder's layer norms run :func:`kernels.linear` and
+    :func:`kernels.layer_norm` (this package's training kernels where they are available); False
+    keeps Paddle's own ops, which inference passes know how to fuse.
     """
 
     def __init__(self, config, trainable=True, use_kernels=True):

@@ -3,6 +3,9 @@
 ``bert_adamw`` (``adamw_op.cc``) is Paddle's ``adamw_`` update in one multi-threaded pass (Paddle's
 runs on one thread); :class:`..finetune.adamw.AdamW` emits it instead of ``adamw_``.
 
+``bert_layer_norm`` (``layer_norm_op.cc``) is layer normalization over the last axis of ``[M, N]``
+rows, forward and backward on every core (Paddle's ``layer_norm_grad`` runs on one thread).
+
 ``bert_linear`` (``linear_op.cc``) is a dense layer, ``out[M, N] = x[M, K] · w[K, N] + b[N]``, whose
 forward and backward run on the oneDNN library inside Paddle's wheel (AVX-512 / AMX kernels).
 Paddle 3.3.1's own training matmuls run on its bundled MKL (an AVX2 path at best on AMD CPUs) and its
@@ -10,10 +13,10 @@ bias gradient is a slow column reduction; its oneDNN kernels give wrong gradient
 With ``bf16=True`` the op's products round their inputs to bfloat16 and accumulate in float32:
 mixed precision for the dense layers only, every tensor in the program stays float32.
 
-Both ops are built into one library, once per Paddle installation and source (about 30 s, with
+The ops are built into one library, once per Paddle installation and source (about 30 s, with
 g++), into ``<cache dir>/kernels``. Where it can't be built or used -- no compiler, Paddle without
 oneDNN, a GPU present, or ``BERT_CASED_L_24_H_1024_A_16_KERNELS=0`` -- :func:`linear` runs Paddle's
-matmul and add and the optimizer Paddle's ``adamw_``: the same numbers in float32 (within
+matmul and add, :func:`layer_norm` Paddle's ``layer_norm`` and the optimizer Paddle's ``adamw_``: the same numbers in float32 (within
 rounding), no bf16.
 """
 
@@ -27,18 +30,19 @@ import sys
 import tempfile
 import threading
 
-__all__ = ["ADAMW_OP", "KERNELS_ENV", "LINEAR_OP", "TRAINING_PRECISIONS", "adamw_", "available",
-           "check_training_precision", "linear", "set_linear_precision"]
+__all__ = ["ADAMW_OP", "KERNELS_ENV", "LAYER_NORM_OP", "LINEAR_OP", "TRAINING_PRECISIONS", "adamw_", "available",
+           "check_training_precision", "layer_norm", "linear", "set_linear_precision"]
 
 log = logging.getLogger(__name__)
 
 KERNELS_ENV = "BERT_CASED_L_24_H_1024_A_16_KERNELS"
 LINEAR_OP = "bert_linear"
 ADAMW_OP = "bert_adamw"
+LAYER_NORM_OP = "bert_layer_norm"
 #: ``"bf16"``: mixed precision, the dense layers' products in bfloat16 with float32 sums and weights.
 TRAINING_PRECISIONS = ("fp32", "bf16")
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_SOURCES = tuple(os.path.join(_HERE, name) for name in ("linear_op.cc", "adamw_op.cc"))
+_SOURCES = tuple(os.path.join(_HERE, name) for name in ("linear_op.cc", "adamw_op.cc", "layer_norm_op.cc"))
 _HEADERS = (os.path.join(_HERE, "threads.h"),)
 # The PIR names of the op and of its gradient op in a program.
 _PROGRAM_OP_NAMES = (f"custom_op.{LINEAR_OP}", f"custom_op.{LINEAR_OP}_grad")
@@ -60,6 +64,20 @@ def linear(x, weight, bias, bf16=False):
     import paddle.nn.functional as F
 
     return F.linear(x, weight, bias)
+
+
+def layer_norm(x, scale, bias, epsilon):
+    """Layer normalization of ``x`` ``[M, N]`` float32 over its last axis with ``scale``, ``bias`` ``[N]``.
+
+    Runs ``bert_layer_norm`` where it is available, else ``paddle.nn.functional.layer_norm``.
+    """
+    if len(x.shape) == 2 and available():
+        from paddle import _C_ops
+
+        return _C_ops._run_custom_op(LAYER_NORM_OP, x, scale, bias, float(epsilon))[0]
+    import paddle.nn.functional as F
+
+    return F.layer_norm(x, x.shape[-1:], weight=scale, bias=bias, epsilon=epsilon)
 
 
 def adamw_(param, grad, learning_rate, moment1, moment2, beta1_pow, beta2_pow, beta1, beta2, epsilon, lr_ratio,
@@ -139,7 +157,7 @@ def _load():
         log.warning("could not build this package's training kernels (%s); training runs on Paddle's own "
                     "operators (Paddle's matmul), slower", error)
         return False
-    return {LINEAR_OP, ADAMW_OP} <= set(names)
+    return {LINEAR_OP, ADAMW_OP, LAYER_NORM_OP} <= set(names)
 
 
 def _build(library):

@@ -56,6 +56,35 @@ def test_kernel_matches_the_float64_reference_and_the_fallback(shape, monkeypatc
 
 
 @needs_kernel
+@pytest.mark.parametrize("shape", [(7, 24), (300, 1024)])
+def test_layer_norm_kernel_matches_torch_float64_and_the_fallback(shape, monkeypatch):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    scale, bias = (rng.standard_normal(shape[1]).astype(np.float32) for _ in range(2))
+    out_grad = rng.standard_normal(shape).astype(np.float32)
+
+    def ours():
+        tensors = [paddle.to_tensor(a, stop_gradient=False) for a in (x, scale, bias)]
+        out = kernels.layer_norm(*tensors, 1e-12)
+        (out * paddle.to_tensor(out_grad)).sum().backward()
+        return [out.numpy()] + [t.grad.numpy() for t in tensors]
+
+    assert kernels.available()
+    got = ours()
+    monkeypatch.setitem(kernels._state, "available", False)
+    plain = ours()
+    tensors = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, scale, bias)]
+    out = torch.nn.functional.layer_norm(tensors[0], shape[1:], tensors[1], tensors[2], eps=1e-12)
+    (out * torch.tensor(out_grad, dtype=torch.float64)).sum().backward()
+    want = [out.detach().numpy()] + [t.grad.numpy() for t in tensors]
+    for name, value, fallback_value, reference in zip(("y", "dx", "dscale", "dbias"), got, plain, want):
+        tolerance = 1e-5 * np.abs(reference).max()
+        assert np.abs(value - reference).max() <= tolerance, name
+        assert np.abs(value - fallback_value).max() <= tolerance, name
+
+
+@needs_kernel
 def test_bf16_mode_rounds_the_products_and_stays_close():
     if not device.cpu_supports_bf16():
         pytest.skip("this CPU has no avx512_bf16/amx_bf16")
@@ -85,6 +114,9 @@ def test_training_programs_use_the_kernel_and_inference_programs_do_not():
     names = [op.name() for op in training.program.global_block().ops]
     assert names.count("custom_op.bert_linear") == dense
     assert names.count("custom_op.bert_linear_grad") == dense
+    # The encoder's two layer norms a layer; the embeddings' one ([batch, seq, hidden]) stays Paddle's.
+    assert names.count("custom_op.bert_layer_norm") == names.count("custom_op.bert_layer_norm_grad") == \
+        2 * config.num_hidden_layers
     assert not [name for name in (op.name() for op in inference.program.global_block().ops) if "bert_linear" in name]
     flags = [op.attrs()["bf16"] for op in training.program.global_block().ops if "bert_linear" in op.name()]
     assert flags == [bf16] * (2 * dense)
