@@ -13,7 +13,7 @@ bias gradient is a slow column reduction; its oneDNN kernels give wrong gradient
 With ``bf16=True`` the op's products round their inputs to bfloat16 and accumulate in float32:
 mixed precision for the dense layers only, every tensor in the program stays float32.
 
-The ops are built into one library, once per Paddle installation and source (about 30 s, with
+The ops are built into one library, once per Paddle installation and source (under a minute, with
 g++), into ``<cache dir>/kernels``. Where it can't be built or used -- no compiler, Paddle without
 oneDNN, a GPU present, or ``BERT_CASED_L_24_H_1024_A_16_KERNELS=0`` -- :func:`linear` runs Paddle's
 matmul and add, :func:`layer_norm` Paddle's ``layer_norm`` and the optimizer Paddle's ``adamw_``: the same numbers in float32 (within
@@ -178,7 +178,7 @@ def _build(library):
     os.makedirs(root, exist_ok=True)
     with _file_lock(os.path.join(root, f".{name}.lock")):  # One build when several processes start at once.
         if not os.path.exists(shared_object):
-            log.info("compiling this package's training kernels once (about 30 s) into %s", root)
+            log.info("compiling this package's training kernels once (under a minute) into %s", root)
             with tempfile.TemporaryDirectory(dir=root, prefix=f".{name}-") as build_dir:
                 built = os.path.join(build_dir, name, f"{name}.so")
                 # A child process: the build prints a lot and changes process-wide settings.
