@@ -82,14 +82,8 @@ def math_threads():
     Importing Paddle sets ``OMP_NUM_THREADS=1`` unless it was set higher, so 1 means "not chosen";
     limit the CPUs with ``taskset`` or a cgroup instead. ``kernels/threads.h`` is the same rule.
     """
-    def number(name, default):
-        try:
-            return int(os.environ.get(name, default))
-        except ValueError:
-            return default
-
-    chosen = number("OMP_NUM_THREADS", 1)
-    return chosen if chosen > 1 else max(1, available_cpus() // max(1, number("PADDLE_LOCAL_SIZE", 1)))
+    chosen = _environ_int("OMP_NUM_THREADS", 1)
+    return chosen if chosen > 1 else max(1, available_cpus() // max(1, _environ_int("PADDLE_LOCAL_SIZE", 1)))
 
 
 @contextlib.contextmanager
@@ -111,7 +105,12 @@ def cpu_execution():
         yield
     finally:
         paddle.set_flags(saved)
-        try:
-            paddle.base.core.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-        except ValueError:
-            paddle.base.core.set_num_threads(1)
+        paddle.base.core.set_num_threads(max(1, _environ_int("OMP_NUM_THREADS", 1)))
+
+
+def _environ_int(name, default):
+    """The integer in environment variable ``name``; ``default`` where it is unset or not an integer."""
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default

@@ -20,8 +20,6 @@ matmul and add, :func:`layer_norm` Paddle's ``layer_norm`` and the optimizer Pad
 the same numbers in float32 (within rounding), no bf16.
 """
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -165,6 +163,7 @@ def _build(library):
     import paddle
 
     from ..cache import default_cache_dir
+    from ..weights import install_lock
 
     digest = hashlib.sha256(paddle.__version__.encode() + library.encode() + sys.version.encode())
     for source in _SOURCES + _HEADERS:
@@ -176,7 +175,7 @@ def _build(library):
     if os.path.exists(shared_object):
         return shared_object
     os.makedirs(root, exist_ok=True)
-    with _file_lock(os.path.join(root, f".{name}.lock")):  # One build when several processes start at once.
+    with install_lock(os.path.dirname(shared_object)):  # One build when several processes start at once.
         if not os.path.exists(shared_object):
             log.info("compiling this package's training kernels once (under a minute) into %s", root)
             with tempfile.TemporaryDirectory(dir=root, prefix=f".{name}-") as build_dir:
@@ -193,13 +192,3 @@ def _build(library):
                 os.makedirs(os.path.dirname(shared_object), exist_ok=True)
                 os.replace(built, shared_object)  # Whole or absent, never half-written.
     return shared_object
-
-
-@contextlib.contextmanager
-def _file_lock(path):
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -9,11 +9,8 @@
 //   m2  = beta2 * m2 + (1 - beta2) * g * g
 //   p  -= lr' * sqrt(1 - beta2_pow) / (1 - beta1_pow) * m1 / (sqrt(m2) + epsilon * sqrt(1 - beta2_pow))
 //   beta1_pow *= beta1, beta2_pow *= beta2
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <thread>
-#include <vector>
 
 #include "paddle/extension.h"
 #include "threads.h"
@@ -50,18 +47,9 @@ void BertAdamWForward(paddle::Tensor &param, const paddle::Tensor &grad, const p
   float *p = param.data<float>(), *m1 = moment1.data<float>(), *m2 = moment2.data<float>();
   const float *g = grad.data<float>();
   const int64_t n = param.numel();
-  const int threads = n < (1 << 16) ? 1 : MathThreads();
-  if (threads == 1) {
-    Update(p, g, m1, m2, 0, n, decay, beta1, beta2, step, eps_hat);
-  } else {
-    std::vector<std::thread> workers;
-    const int64_t chunk = (n + threads - 1) / threads;
-    for (int t = 0; t < threads; ++t) {
-      int64_t begin = t * chunk, end = std::min<int64_t>(n, begin + chunk);
-      if (begin < end) workers.emplace_back(Update, p, g, m1, m2, begin, end, decay, beta1, beta2, step, eps_hat);
-    }
-    for (std::thread &worker : workers) worker.join();
-  }
+  ParallelBlocks(n, n >= (1 << 16), [&](int64_t begin, int64_t end, int) {
+    Update(p, g, m1, m2, begin, end, decay, beta1, beta2, step, eps_hat);
+  });
   b1p[0] *= beta1;
   b2p[0] *= beta2;
 }

@@ -7,30 +7,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <thread>
 #include <vector>
 
 #include "paddle/extension.h"
 #include "threads.h"
 
 namespace {
-
-// Runs body(begin, end) over [0, rows) split into one contiguous block per thread.
-template <typename Body>
-void ParallelRows(int64_t rows, int64_t work_per_row, const Body &body) {
-  int threads = rows * work_per_row < (1 << 15) ? 1 : static_cast<int>(std::min<int64_t>(MathThreads(), rows));
-  if (threads <= 1) {
-    body(0, rows, 0);
-    return;
-  }
-  std::vector<std::thread> workers;
-  int64_t chunk = (rows + threads - 1) / threads;
-  for (int t = 0; t < threads; ++t) {
-    int64_t begin = t * chunk, end = std::min(rows, begin + chunk);
-    if (begin < end) workers.emplace_back(body, begin, end, t);
-  }
-  for (std::thread &worker : workers) worker.join();
-}
 
 void CheckInputs(const paddle::Tensor &x, const paddle::Tensor &scale) {
   PD_CHECK(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32, "bert_layer_norm takes float32 CPU tensors");
@@ -48,7 +30,7 @@ std::vector<paddle::Tensor> BertLayerNormForward(const paddle::Tensor &x, const 
   auto rstd = paddle::empty({m}, paddle::DataType::FLOAT32, paddle::CPUPlace());
   const float *xs = x.data<float>(), *g = scale.data<float>(), *b = bias.data<float>();
   float *ys = y.data<float>(), *mu = mean.data<float>(), *rs = rstd.data<float>();
-  ParallelRows(m, n, [&](int64_t begin, int64_t end, int) {
+  ParallelBlocks(m, m * n >= (1 << 15), [&](int64_t begin, int64_t end, int) {
     for (int64_t r = begin; r < end; ++r) {
       const float *row = xs + r * n;
       double sum = 0.0, squares = 0.0;
@@ -82,7 +64,7 @@ std::vector<paddle::Tensor> BertLayerNormBackward(const paddle::Tensor &x, const
   const int slots = std::max(1, MathThreads());
   // Per-thread partial column sums for dscale and dbias, added up after.
   std::vector<float> partial(static_cast<size_t>(2 * slots * n), 0.0f);
-  ParallelRows(m, n, [&](int64_t begin, int64_t end, int slot) {
+  ParallelBlocks(m, m * n >= (1 << 15), [&](int64_t begin, int64_t end, int slot) {
     float *dg = partial.data() + 2 * slot * n, *db = dg + n;
     for (int64_t r = begin; r < end; ++r) {
       const float *row = xs + r * n, *dy = dys + r * n;

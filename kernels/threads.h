@@ -1,4 +1,5 @@
-// How many threads this package's kernels use: OMP_NUM_THREADS when above 1, else the CPUs this
+// How many threads this package's kernels use, and how they split their work.
+// MathThreads(): OMP_NUM_THREADS when above 1, else the CPUs this
 // process may run on shared among the processes of this node that paddle.distributed.launch
 // started (PADDLE_LOCAL_SIZE). Importing Paddle sets OMP_NUM_THREADS=1 unless it was set higher,
 // so 1 means "not chosen". device.math_threads() is the same rule in Python.
@@ -8,7 +9,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
+#include <thread>
+#include <vector>
 
 inline int MathThreads() {
   static const int threads = [] {
@@ -22,4 +26,22 @@ inline int MathThreads() {
     return std::max(1, count / std::max(1, processes));
   }();
   return threads;
+}
+
+// Runs body(begin, end, block) over [0, count) in contiguous blocks, one a thread, on up to
+// MathThreads() threads (block < MathThreads()); on the calling thread alone unless worth_threads.
+template <typename Body>
+void ParallelBlocks(int64_t count, bool worth_threads, const Body &body) {
+  const int threads = worth_threads ? static_cast<int>(std::min<int64_t>(MathThreads(), count)) : 1;
+  if (threads <= 1) {
+    body(int64_t{0}, count, 0);
+    return;
+  }
+  std::vector<std::thread> workers;
+  const int64_t chunk = (count + threads - 1) / threads;
+  for (int t = 0; t < threads; ++t) {
+    const int64_t begin = t * chunk, end = std::min(count, begin + chunk);
+    if (begin < end) workers.emplace_back(body, begin, end, t);
+  }
+  for (std::thread &worker : workers) worker.join();
 }

@@ -17,14 +17,14 @@ from .checks import (MissingWeightsError, PickleRefusedError, WeightsError, chec
 from .huggingface import is_huggingface_dir, read_huggingface
 from .legacy import keep_parameters, read_dense_tensor, read_params_dir, write_dense_tensor, write_params_dir
 from .paddlenlp import read_paddlenlp
-from .store import (WEIGHTS_ENV, default_weights_dir, file_sha256, find_weights, hub_home, install, installed_casing,
-                    is_weights_dir, load_weights, read_manifest, read_weights_config, told_casing)
+from .store import (WEIGHTS_ENV, default_weights_dir, file_sha256, find_weights, hub_home, install, install_lock,
+                    installed_casing, is_weights_dir, load_weights, read_manifest, read_weights_config, told_casing)
 
 __all__ = ["WeightsError", "MissingWeightsError", "PickleRefusedError", "Checkpoint", "read_checkpoint", "convert",
            "install", "find_weights", "default_weights_dir", "is_weights_dir", "load_weights", "read_manifest",
            "read_weights_config", "check_arrays", "check_vocab", "read_vocab", "read_dense_tensor",
            "write_dense_tensor", "read_params_dir", "write_params_dir", "WEIGHTS_ENV", "PACKAGE_VOCAB_FILE",
-           "file_sha256", "Casing", "installed_casing", "hub_home"]
+           "file_sha256", "Casing", "installed_casing", "hub_home", "install_lock"]
 
 log = logging.getLogger(__name__)
 

@@ -140,7 +140,7 @@ def install(arrays, config, vocab_file, dest_dir, source_info, progress=None, ca
         raise WeightsError(f"refusing to replace {dest_dir}: it exists and is not a weights dir")
     parent, base = os.path.split(dest_dir)
     os.makedirs(parent, exist_ok=True)
-    with _install_lock(dest_dir):
+    with install_lock(dest_dir):
         _clear_interrupted(dest_dir)
         tag = f"{os.getpid()}-{secrets.token_hex(4)}"
         tmp = os.path.join(parent, f".{base}.tmp-{tag}")
@@ -201,7 +201,7 @@ def recover_interrupted_install(dest_dir):
     if not _leftovers(dest_dir):
         return False
     try:
-        with _install_lock(dest_dir):
+        with install_lock(dest_dir):
             return _clear_interrupted(dest_dir)
     except OSError as e:  # A read-only or vanished parent: nothing this process can repair.
         log.warning("could not clear an interrupted install beside %s: %s", dest_dir, e)
@@ -240,9 +240,11 @@ def _clear_interrupted(dest_dir):
 
 
 @contextlib.contextmanager
-def _install_lock(dest_dir):
+def install_lock(dest_dir):
     """Holds an exclusive lock on ``.<name>.lock`` beside ``dest_dir``, waiting for another holder (POSIX
-    ``flock``, released by the kernel if the holder dies; no lock where ``fcntl`` is missing)."""
+    ``flock``, released by the kernel if the holder dies; no lock where ``fcntl`` is missing).
+
+    For anything installed whole into ``dest_dir`` by several processes at once: weights, compiled kernels."""
     try:
         import fcntl
     except ImportError:
