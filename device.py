@@ -4,6 +4,8 @@ of Paddle's bundled MKL. Embedding, serving and fine-tuning share these answers.
 import contextlib
 import os
 
+from .memory import keep_freed_memory
+
 __all__ = ["MKL_CPU_TYPE_ENV", "available_cpus", "cpu_execution", "cpu_supports_bf16", "cpuinfo_field",
            "gpu_available", "math_threads", "select_fast_mkl_path"]
 
@@ -88,7 +90,8 @@ def math_threads():
 
 @contextlib.contextmanager
 def cpu_execution():
-    """Runs the static executors inside it on the calling thread, with :func:`math_threads` for MKL.
+    """Runs the static executors inside it on the calling thread, with :func:`math_threads` for MKL,
+    and keeps the memory a step frees for the next step (:func:`.memory.keep_freed_memory`).
 
     Paddle's executor otherwise runs independent ops side by side on its own threads while every
     matrix product wants all the cores, and its MKL on one thread: a BERT-Large training step on
@@ -102,7 +105,8 @@ def cpu_execution():
     paddle.set_flags({flag: True})
     paddle.base.core.set_num_threads(math_threads())
     try:
-        yield
+        with keep_freed_memory():
+            yield
     finally:
         paddle.set_flags(saved)
         paddle.base.core.set_num_threads(max(1, _environ_int("OMP_NUM_THREADS", 1)))
