@@ -11,6 +11,7 @@ Importing this package is cheap; the strategies and tasks (and Paddle) load on f
 import importlib
 
 __all__ = [
+    "AdamW",
     "AdamWeightDecayStrategy",
     "ConstantLR",
     "DefaultStrategy",
@@ -29,7 +30,7 @@ _LAZY = {
     "Strategy": "strategy", "DefaultStrategy": "strategy", "AdamWeightDecayStrategy": "strategy",
     "ULMFiTStrategy": "strategy", "SlantedTriangularLR": "strategy", "LinearWarmupDecayLR": "strategy",
     "NoamWarmupLR": "strategy", "ConstantLR": "strategy", "OPTIMIZER_NAMES": "strategy",
-    "TextClassifierTask": "task", "RunConfig": "run_config", "read_labeled_file": "reader",
+    "AdamW": "adamw", "TextClassifierTask": "task", "RunConfig": "run_config", "read_labeled_file": "reader",
 }
 
 #: What :func:`register_with_paddlehub` installs into ``paddlehub.finetune.strategy``.

@@ -38,7 +38,7 @@ import warnings
 import numpy as np
 import paddle
 
-from .adamw import AdamW
+from .adamw import AdamW, ClipGradByGlobalNormInPlace
 
 __all__ = [
     "OPTIMIZER_NAMES",
@@ -577,26 +577,6 @@ class AdamWeightDecayStrategy(Strategy):
     def create_optimizer(self, scheduler):
         return AdamW(learning_rate=scheduler, weight_decay=self.weight_decay, apply_decay_param_fun=self._decays,
                      grad_clip=ClipGradByGlobalNormInPlace(self.grad_clip_norm))
-
-
-class ClipGradByGlobalNormInPlace(paddle.nn.ClipGradByGlobalNorm):
-    """``paddle.nn.ClipGradByGlobalNorm`` that scales the gradients where they are.
-
-    Paddle's PIR version writes each scaled gradient to a new tensor while every gradient is
-    still alive (the global norm needs them all): a second copy of the gradients, 1.3 GB for
-    BERT-Large, at the step's peak. ``g *= clip_norm / max(||g||, clip_norm)``, over every
-    gradient of a parameter that has not opted out with ``need_clip = False``.
-    """
-
-    def _pir_clip(self, params_grads):
-        params_grads = [(p, g) for p, g in params_grads if g is not None]
-        clipped = [g for p, g in params_grads if getattr(p, "need_clip", True)]
-        if not clipped:
-            return params_grads
-        global_norm = paddle.sqrt(paddle.add_n([paddle._C_ops.squared_l2_norm(g) for g in clipped]))
-        max_norm = paddle.full([1], self.clip_norm, global_norm.dtype)
-        scale = paddle.divide(max_norm, paddle.maximum(global_norm, max_norm))
-        return [(p, paddle.multiply_(g, scale) if getattr(p, "need_clip", True) else g) for p, g in params_grads]
 
 
 class _Default:

@@ -78,13 +78,18 @@ def layer_norm(x, scale, bias, epsilon):
     return F.layer_norm(x, x.shape[-1:], weight=scale, bias=bias, epsilon=epsilon)
 
 
-def adamw_(param, grad, learning_rate, moment1, moment2, beta1_pow, beta2_pow, beta1, beta2, epsilon, lr_ratio,
-           coeff, with_decay):
+def adamw_(param, grad, learning_rate, moment1, moment2, beta1_pow, beta2_pow, grad_scale, beta1, beta2, epsilon,
+           lr_ratio, coeff, with_decay):
     """Appends (static) or runs (dynamic) ``bert_adamw``, updating ``param``, the moments and the beta
-    powers in place; the arguments are ``adamw_``'s. Call only when :func:`available`."""
+    powers in place; the arguments are ``adamw_``'s, and the update uses ``grad * grad_scale``
+    (``grad_scale``: a ``[1]`` float32 tensor, e.g. a global-norm clip's factor). Call only when
+    :func:`available`."""
+    import paddle
     from paddle import _C_ops
 
-    _C_ops._run_custom_op(ADAMW_OP, param, grad, learning_rate, moment1, moment2, beta1_pow, beta2_pow,
+    if paddle.in_dynamic_mode():  # Eager mode refuses in-place ops on a trainable leaf; its detached view shares it.
+        param = param.detach()
+    _C_ops._run_custom_op(ADAMW_OP, param, grad, learning_rate, moment1, moment2, beta1_pow, beta2_pow, grad_scale,
                           float(beta1), float(beta2), float(epsilon), float(lr_ratio), float(coeff), bool(with_decay))
 
 
