@@ -21,13 +21,16 @@ What it does:
    - ``paddle-bf16``: the same with ``RunConfig(precision="bf16")`` (the dense layers' products in
      bfloat16, float32 sums, weights and optimizer state);
    - ``paddle-2x``: PaddleHub 2.x's route, ``hub.Module(..., task="seq-cls")`` in dynamic mode, with
-     paddle's AdamW (weight decay 0.01 but biases and norms), global-norm clipping 1.0 and paddlenlp's
-     linear warmup and decay: the loop ``hub.Trainer`` runs;
-   - ``torch``: the plain loop a torch user writes: ``torch.optim.AdamW`` (weight decay 0.01),
-     ``clip_grad_norm_(1.0)``, a linear schedule, fp32;
+     this package's ``finetune.AdamW`` (paddle's AdamW with the fused update; weight decay 0.01 but
+     biases and norms), global-norm clipping 1.0 and paddlenlp's linear warmup and decay, inside
+     ``device.cpu_execution()``, as the README tells 2.x users: the loop ``hub.Trainer`` runs;
+   - ``torch``: the loop a torch user writes: ``torch.optim.AdamW(fused=True)`` (weight decay 0.01;
+     fused is torch's fastest CPU AdamW), ``clip_grad_norm_(1.0)``, a linear schedule, fp32;
    - ``torch-bf16``: the same loop under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
    Tokenization is outside the timed steps of all (the task tokenizes its data once up front).
-   Every child gets ``OMP_NUM_THREADS=--threads``; torch also ``torch.set_num_threads``.
+   Every child gets ``OMP_NUM_THREADS=--threads``; torch also ``torch.set_num_threads``, and glibc's
+   heap settings that the paddle engines set for themselves (``memory.keep_freed_memory``) through
+   ``MALLOC_*`` environment variables, so that no engine pays for page faults the others don't.
 3. Prints, per length, the median step time over the steps after the first (which builds and warms
    the kernels), the FLOP rate, peak RSS and the losses, then a GOALS block: each paddle engine's
    speed against the torch fp32 loop (issue #13: >= 1.0x for fp32, >= 1.5x for bf16), the largest
@@ -132,6 +135,8 @@ def run_paddle_2x(args, weights_dir, data):
     import paddle
     from paddlenlp.transformers import LinearDecayWithWarmup
 
+    from bert_cased_L_24_H_1024_A_16.device import cpu_execution
+    from bert_cased_L_24_H_1024_A_16.finetune import AdamW
     from bert_cased_L_24_H_1024_A_16.module import BertCasedLarge
 
     paddle.disable_static()
@@ -140,7 +145,7 @@ def run_paddle_2x(args, weights_dir, data):
     tokenizer = model.get_tokenizer()
     schedule = LinearDecayWithWarmup(1e-4, len(data), max(1, len(data) // 10))
     decay = {p.name for n, p in model.named_parameters() if not (n.endswith("bias") or "norm" in n)}
-    optimizer = paddle.optimizer.AdamW(learning_rate=schedule, parameters=model.parameters(), weight_decay=0.01,
+    optimizer = AdamW(learning_rate=schedule, parameters=model.parameters(), weight_decay=0.01,
                                        apply_decay_param_fun=lambda name: name in decay,
                                        grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
     encoded = []
@@ -151,15 +156,16 @@ def run_paddle_2x(args, weights_dir, data):
                          for key in ("input_ids", "token_type_ids", "attention_mask")},
                         paddle.to_tensor(labels, dtype="int64")))
     times, losses = [], []
-    for batch_idx, (inputs, labels) in enumerate(encoded):
-        started = time.perf_counter()
-        _, loss, _ = model(**inputs, labels=labels)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.clear_grad()
-        losses.append(float(loss))
-        times.append(time.perf_counter() - started)
+    with cpu_execution():
+        for inputs, labels in encoded:
+            started = time.perf_counter()
+            _, loss, _ = model(**inputs, labels=labels)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.clear_grad()
+            losses.append(float(loss))
+            times.append(time.perf_counter() - started)
     return {"times": times, "losses": losses, "peak_rss_gb": peak_rss_gb()}
 
 
@@ -175,7 +181,7 @@ def run_torch(args, hf_dir, data, bf16):
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=1e-4)
+                                  lr=1e-4, fused=True)  # torch's fastest CPU AdamW: one kernel for all tensors
     schedule = transformers.get_linear_schedule_with_warmup(optimizer, max(1, len(data) // 10), len(data))
     encoded = [(tokenizer(texts, padding="max_length", truncation=True, max_length=args.seq, return_tensors="pt"),
                 torch.tensor(labels)) for texts, labels in data]
@@ -242,6 +248,9 @@ def run_child(args, engine, workdir):
     command = [sys.executable, __file__, "--child", engine, "--workdir", workdir, "--steps", str(args.steps),
                "--batch", str(args.batch), "--seq", str(args.seq), "--threads", str(args.threads)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    if engine.startswith("torch"):  # glibc's heap as the paddle engines keep it (memory.keep_freed_memory).
+        env.update(MALLOC_MMAP_THRESHOLD_=str(32 * 2**20), MALLOC_TRIM_THRESHOLD_=str(2**31 - 1),
+                   MALLOC_TOP_PAD_=str(256 * 2**20))
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
