@@ -13,6 +13,8 @@ every update fused, the gradients are not rewritten: the norm is computed, and e
 new tensors, a second copy of the gradients, 1.3 GB for BERT-Large).
 """
 
+import numbers
+
 import paddle
 
 from .. import kernels
@@ -65,20 +67,31 @@ class AdamW(paddle.optimizer.AdamW):
         self._unit_scale = None  # ... and 1, for the parameters the clip leaves alone.
 
     def _apply_optimize(self, loss, startup_program, params_grads, param_group_idx=0):
-        clip = self._grad_clip
-        if not self._fuses_update(clip, params_grads):
+        grouped = isinstance(params_grads, dict)  # One parameter group's pairs and options.
+        pairs = params_grads["params"] if grouped else params_grads
+        clip = params_grads.get("grad_clip") if grouped else self._grad_clip
+        options = params_grads if grouped else {}
+        if not self._fuses_update(clip, pairs, options):
             return super()._apply_optimize(loss, startup_program, params_grads, param_group_idx)
-        self._clip_scale = None if clip is None else global_norm_scale(params_grads, clip.clip_norm)
+        self._clip_scale = None if clip is None else global_norm_scale(pairs, clip.clip_norm)
         self._unit_scale = paddle.full([1], 1.0, "float32")
-        self._grad_clip = None  # Folded into the updates instead of rewriting the gradients.
+        # The clip is folded into the updates instead of rewriting the gradients.
+        if grouped:
+            params_grads = dict(params_grads, grad_clip=None)
+        else:
+            self._grad_clip = None
         try:
             return super()._apply_optimize(loss, startup_program, params_grads, param_group_idx)
         finally:
-            self._grad_clip, self._clip_scale, self._unit_scale = clip, None, None
+            if not grouped:
+                self._grad_clip = clip
+            self._clip_scale = self._unit_scale = None
 
     def _append_optimize_op(self, block, param_and_grad):
         if self._unit_scale is None:  # Not a fused pass (see _apply_optimize).
             return super()._append_optimize_op(block, param_and_grad)
+        if isinstance(param_and_grad, dict):  # A parameter group's pair: its options become current.
+            param_and_grad = self._update_param_group(param_and_grad)
         param, grad = param_and_grad
         with_decay = self._apply_decay_param_fun is None or bool(self._apply_decay_param_fun(param.name))
         scale = self._clip_scale if self._clip_scale is not None and _clips(param) else self._unit_scale
@@ -89,19 +102,18 @@ class AdamW(paddle.optimizer.AdamW):
                        1.0 if self._lr_ratio is None else self._lr_ratio(param), self._weight_decay, with_decay)
         return None
 
-    def _fuses_update(self, clip, params_grads):
-        """Whether every update of this pass can be ``bert_adamw`` (with ``clip`` folded in)."""
-        if not isinstance(params_grads, list):  # Parameter groups: Paddle's path.
-            return False
+    def _fuses_update(self, clip, pairs, options):
+        """Whether every update of ``pairs`` (with a group's ``options``) can be ``bert_adamw``, ``clip`` folded in."""
         if clip is not None and type(clip) not in (*_GLOBAL_NORM_CLIPS, ClipGradByGlobalNormInPlace):
             return False
         if not (paddle.framework.in_pir_mode() or paddle.in_dynamic_mode()) or not kernels.available():
             return False
-        if self._amsgrad or self._lazy_mode:
+        if self._amsgrad or options.get("lazy_mode", self._lazy_mode):
             return False
-        if not all(isinstance(v, float) for v in (self._beta1, self._beta2, self._weight_decay)):
+        hyper = [options.get(name, getattr(self, "_" + name)) for name in ("beta1", "beta2", "weight_decay")]
+        if not all(isinstance(value, numbers.Real) for value in hyper):  # Not tensors.
             return False
-        return all(p.dtype == paddle.float32 and _dense(g) for p, g in params_grads if g is not None)
+        return all(p.dtype == paddle.float32 and _dense(g) for p, g in pairs if g is not None)
 
 
 def _dense(grad):

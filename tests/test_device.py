@@ -60,17 +60,39 @@ def test_math_threads_follow_omp_num_threads_above_one_else_share_the_cpus_we_ma
         assert math_threads() == 1
 
 
-def test_cpu_execution_runs_ops_in_order_inside_and_restores_the_flag():
+def test_cpu_execution_sets_paddles_flags_inside_and_restores_them():
     import paddle
 
     from bert_cased_L_24_H_1024_A_16.device import cpu_execution
 
-    flag = "FLAGS_new_executor_serial_run"
-    before = paddle.get_flags([flag])[flag]
+    inside = {"FLAGS_new_executor_serial_run": True, "FLAGS_use_stride_kernel": False}
+    before = paddle.get_flags(list(inside))
     with cpu_execution():
-        assert paddle.get_flags([flag])[flag] is True
-    assert paddle.get_flags([flag])[flag] == before
+        assert paddle.get_flags(list(inside)) == inside
+    assert paddle.get_flags(list(inside)) == before
     with pytest.raises(KeyError):
         with cpu_execution():
             raise KeyError("a failing step")
-    assert paddle.get_flags([flag])[flag] == before
+    assert paddle.get_flags(list(inside)) == before
+
+
+def test_cpu_execution_runs_paddles_openmp_loops_on_one_thread():
+    import ctypes
+    import os
+
+    import paddle  # noqa: F401  (loads libgomp)
+
+    from bert_cased_L_24_H_1024_A_16.device import cpu_execution
+
+    try:
+        gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except OSError:
+        pytest.skip("this Paddle does not load libgomp")
+    before = gomp.omp_get_max_threads()
+    gomp.omp_set_num_threads(2)
+    try:
+        with cpu_execution():
+            assert gomp.omp_get_max_threads() == 1
+        assert gomp.omp_get_max_threads() == 2
+    finally:
+        gomp.omp_set_num_threads(before)

@@ -114,3 +114,34 @@ def test_fused_update_in_dynamic_mode_runs_the_kernel_with_the_clip_factor(monke
     assert len(scales) == 4
     assert sorted(scales)[-1] == 1.0 and scales.count(1.0) == 1, "only w3 (need_clip=False) is left unscaled"
     assert all(0 < s < 1e-2 for s in scales if s != 1.0), scales
+
+
+def _train_dynamic_groups(optimizer_class, steps=3):
+    """Dynamic-mode training with two parameter groups (rate scales 1 and 0.25, the second without
+    weight decay), as ULMFiT's optimizer makes them, and a global-norm clip."""
+    initial, inputs = _initial_values_and_inputs(steps)
+    params = {name: paddle.create_parameter(list(value.shape), "float32",
+                                            default_initializer=paddle.nn.initializer.Assign(value))
+              for name, value in initial.items()}
+    groups = [{"params": [params["w1"], params["b1"]]},
+              {"params": [params["w2"], params["w3"]], "learning_rate": 0.25, "weight_decay": 0.0}]
+    optimizer = optimizer_class(learning_rate=0.01, weight_decay=0.01, parameters=groups,
+                                grad_clip=paddle.nn.ClipGradByGlobalNorm(1e-2))
+    for batch in inputs:
+        _loss(paddle.to_tensor(batch), **params).backward()
+        optimizer.step()
+        optimizer.clear_grad()
+    return {name: param.numpy() for name, param in params.items()}
+
+
+@needs_kernels
+def test_fused_update_with_parameter_groups_equals_paddles(monkeypatch):
+    calls = []
+    original = kernels.adamw_
+    monkeypatch.setattr(kernels, "adamw_", lambda *args: calls.append(args) or original(*args))
+    ours = _train_dynamic_groups(AdamW)
+    monkeypatch.setattr(kernels, "adamw_", original)
+    reference = _train_dynamic_groups(paddle.optimizer.AdamW)
+    assert len(calls) == 4 * 3, "every update must be the fused one"
+    for name in ours:
+        np.testing.assert_allclose(ours[name], reference[name], rtol=1e-5, atol=1e-6, err_msg=name)

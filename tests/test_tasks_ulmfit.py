@@ -6,6 +6,7 @@ import numpy as np
 import paddle
 import pytest
 
+from bert_cased_L_24_H_1024_A_16.finetune import AdamW
 from bert_cased_L_24_H_1024_A_16.module import BertCasedLarge
 
 from conftest import TINY_CONFIGS
@@ -85,7 +86,7 @@ def test_every_step_applies_the_slanted_rate_times_factor_per_layer(model, datas
         assert checked == set(range(TOP + 1)), t
 
 
-@pytest.mark.parametrize("optimizer_class", [paddle.optimizer.SGD, paddle.optimizer.AdamW])
+@pytest.mark.parametrize("optimizer_class", [paddle.optimizer.SGD, paddle.optimizer.AdamW, AdamW])
 def test_trainer_unfreezes_one_layer_per_epoch_and_frozen_ones_stay_bit_identical(model, dataset, tmp_path,
                                                                                  optimizer_class):
     steps_per_epoch, epochs = 2, TOP + 1  # 8 samples in batches of 4
