@@ -34,9 +34,11 @@ What it does, in one process:
    ``BertTokenizerFast``) and copying each output row out, cut to its real tokens, are inside every
    timing. Before each timed run a warm-up on ``2 * B`` texts builds the predictor / kernels.
 5. Prints, per mix, a table (seconds, texts/s, real tokens/s, real-token FLOP rate, its share of the
-   GEMM peak, RSS), how closely each runner's features agree with its fp32 reference, and a GOALS
-   block: the speed ratios and agreement bounds of issue #13, each with its goal and PASS or how far
-   short it is. Random weights hide most quantization error (their activations have no outliers),
+   GEMM peak, RSS), each runner's rate against oneDNN's GEMM at the mix's batch shape (fp32 for fp32
+   runners, bf16 for bf16 ones: the products alone, the most any runner can reach), how closely each
+   runner's features agree with its fp32 reference, and a GOALS block: the speed ratios and agreement
+   bounds of issue #13, each with its goal and PASS or how far short it is, and for each speed goal
+   the share of that GEMM rate it would take (over 100 %: out of reach on this CPU). Random weights hide most quantization error (their activations have no outliers),
    so the int8 cosines here are an upper bound on trained weights'.
 
 Real-token FLOPs of a sample with ``n`` tokens (``[CLS]``/``[SEP]`` included), ``L`` layers, hidden ``h``,
@@ -64,7 +66,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import peers  # noqa: E402
-from machine import CpuWatch, gemm_peak, rss_gb  # noqa: E402  (rss_gb: bench_finetune imports it from here)
+from machine import CpuWatch, gemm_peak, onednn_gemm_rates, rss_gb  # noqa: E402  (rss_gb: bench_finetune imports it from here)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = "bert_cased_L_24_H_1024_A_16"
@@ -176,8 +178,13 @@ def cosines(results, reference):
     return pooled, tokens, max_abs
 
 
-def goals(rows):
-    """The issue's goals that this mix's rows can check: ``[{goal, value, target, higher, status}]``."""
+def goals(rows, ceiling):
+    """The issue's goals that this mix's rows can check: ``[{goal, value, target, higher, status}]``.
+
+    ``ceiling``: oneDNN's GEMM rates at this mix's shapes (``machine.onednn_gemm_rates``). For each speed
+    goal against a peer, a ``ceiling`` entry says what share of that rate ours would need for the goal:
+    the peer's share times the goal. Above 100 % the goal is out of reach of any implementation whose
+    products run on these GEMMs, whatever else it fuses."""
     by_name = {row["runner"]: row for row in rows}
     out = []
 
@@ -210,6 +217,12 @@ def goals(rows):
         missing="not measured (no avx512_bf16/amx_bf16, or --skip-bf16)")
     add("speed: ours int8 / ORT int8", speed("ours int8", ort_int8), 1.0,
         missing="not measured (the package has no precision='int8')")
+    for label, peer, target, precision in (("fp32 / ORT fp32 fused", ort_fp32, 1.1, "fp32"),
+                                           ("bf16 / best torch bf16", torch_bf16, 1.3, "bf16")):
+        rate = ceiling.get(precision)
+        needed = peer["gflops"] / rate * target if peer and rate else None
+        add(f"ceiling: share of oneDNN {precision} GEMM that ours {label} >= {target}x needs", needed, None,
+            missing="not measured")
     add("agree: ours fp32 vs torch fp32, token features max |diff|", agreement("torch fp32", "max_abs_diff"),
         1e-4, higher=False)
     add("agree: ours fp32 vs torch fp32, pooled cosine (min)", agreement("torch fp32", "pooled_cos_min"), None)
@@ -240,6 +253,12 @@ def print_mix(mix, data, config, args, threads, peak, probes):
         if probe != peak:
             shares = ", ".join(f"{row['runner']} {row['gflops'] / probe:.0%}" for row in rows)
             print(f"against numpy with {what} ({probe:.0f} GFLOP/s) instead: {shares}")
+    ceiling = data["ceiling"]
+    shares = ", ".join(f"{row['runner']} {row['gflops'] / ceiling[kind]:.0%}" for row in rows
+                       for kind in ["bf16" if "bf16" in row["runner"] else "fp32"]
+                       if "int8" not in row["runner"] and ceiling.get(kind))
+    print(f"against oneDNN's GEMM at {ceiling['rows']} rows (fp32 {ceiling['fp32']:.0f}, bf16 "
+          f"{ceiling['bf16'] or float('nan'):.0f} GFLOP/s; the ceiling of the dense products): {shares}")
     for row in rows:
         if row.get("vs"):
             print(f"{row['runner']} vs {row['vs']}: cosine pooled min {row['pooled_cos_min']:.6f} mean "
@@ -249,7 +268,8 @@ def print_mix(mix, data, config, args, threads, peak, probes):
     for goal in data["goals"]:
         speed = goal["goal"].startswith("speed")
         value = "-" if goal["value"] is None else (
-            f"{goal['value']:.2f}x" if speed else f"{goal['value']:.6f}" if goal["higher"] else f"{goal['value']:.2g}")
+            f"{goal['value']:.2f}x" if speed else f"{goal['value']:.0%}" if goal["goal"].startswith("ceiling")
+            else f"{goal['value']:.6f}" if goal["higher"] else f"{goal['value']:.2g}")
         target = "" if goal["target"] is None else \
             f"goal {'>=' if goal['higher'] else '<='} {goal['target']:{'.1f' if speed else 'g'}}: "
         print(f"  {goal['goal']:<66} {value:>9}  {target}{goal['status']}")
@@ -352,10 +372,13 @@ def main(argv=None):
         for mix in mixes:
             texts = make_texts(args.num_texts, args.seed, *MIXES[mix])
             lengths = np.array([len(feeder.encode([t]).input_ids) for t in texts])
+            gemm_rows = int(round(args.batch_size * lengths.mean()))
+            ceiling = onednn_gemm_rates(threads, gemm_rows, config.hidden_size, config.intermediate_size, bf16)
             data[mix] = {"texts": texts, "lengths": lengths, "flops": float(sample_flops(lengths, config).sum()),
-                         "rows": [], "outputs": {}}
+                         "rows": [], "outputs": {}, "ceiling": dict(ceiling, rows=gemm_rows)}
             print(f"mix {mix}: {len(texts)} texts, {lengths.sum()} tokens (mean {lengths.mean():.1f}, min "
-                  f"{lengths.min()}, max {lengths.max()})", flush=True)
+                  f"{lengths.min()}, max {lengths.max()}); oneDNN GEMM at {gemm_rows} rows: fp32 "
+                  f"{ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16'] or float('nan'):.0f}", flush=True)
         print(f"setup {time.perf_counter() - t0:.0f} s, RSS {rss_gb():.1f} GB", flush=True)
 
         def measure(name, fn, vs=None, keep=False):
@@ -405,10 +428,10 @@ def main(argv=None):
               "ort_per_channel": args.ort_per_channel, "ort_fused_operators": fused, "mixes": {}}
     for mix in mixes:
         d = data[mix]
-        d["goals"] = goals(d["rows"])
+        d["goals"] = goals(d["rows"], d["ceiling"])
         print_mix(mix, d, config, args, threads, peak, probes)
         report["mixes"][mix] = {"words": list(MIXES[mix]), "texts": len(d["texts"]), "tokens": int(d["lengths"].sum()),
-                                "rows": d["rows"], "goals": d["goals"]}
+                                "rows": d["rows"], "goals": d["goals"], "ceiling": d["ceiling"]}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -1,5 +1,6 @@
-"""The machine's side of the benchmarks: its fp32 GEMM peak (numpy, in a child process), the CPU time other
-processes use during a timed block, and this process's RSS (Linux)."""
+"""The machine's side of the benchmarks: its fp32 GEMM peak (numpy, in a child process), oneDNN's GEMM rates at
+a BERT layer's shapes (the ceiling for every runner), the CPU time other processes use during a timed block,
+and this process's RSS (Linux)."""
 
 import json
 import os
@@ -49,6 +50,45 @@ def gemm_peak(threads, quick):
     peak = max(p for p, _ in probes)
     detail = "; ".join(f"{p:.0f} GFLOP/s with {what}" for p, what in probes)
     return peak, f"numpy float32 {n}x{n}x{n} matmul, {threads} threads: {detail}", probes
+
+
+_ONEDNN_PROBE = r"""
+import ctypes, json, os, sys, time
+import numpy as np
+import paddle
+rows, hidden, ffn, reps, bf16 = (int(v) for v in sys.argv[1:6])
+lib = ctypes.CDLL(os.path.join(os.path.dirname(paddle.__file__), "libs", "libdnnl.so.3"))
+I64, F, P, C = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_char
+for fn in (lib.dnnl_sgemm, lib.dnnl_gemm_bf16bf16f32):
+    fn.argtypes = [C, C, I64, I64, I64, F, P, I64, P, I64, F, P, I64]
+rng = np.random.default_rng(0)
+to_bf16 = lambda a: (a.view(np.uint32) >> 16).astype(np.uint16)
+def rate(fn, convert):
+    flops = seconds = 0.0
+    for m, n, k, count in ((rows, hidden, hidden, 4), (rows, ffn, hidden, 1), (rows, hidden, ffn, 1)):
+        a, b = convert(rng.random((m, k), dtype=np.float32)), convert(rng.random((k, n), dtype=np.float32))
+        c = np.zeros((m, n), np.float32)
+        args = (b"N", b"N", m, n, k, 1.0, a.ctypes.data, k, b.ctypes.data, n, 0.0, c.ctypes.data, n)
+        fn(*args)
+        best = min((lambda t0: (fn(*args), time.perf_counter() - t0)[1])(time.perf_counter()) for _ in range(reps))
+        flops, seconds = flops + 2.0 * m * n * k * count, seconds + best * count
+    return flops / seconds / 1e9
+out = {"fp32": rate(lib.dnnl_sgemm, lambda a: a)}
+out["bf16"] = rate(lib.dnnl_gemm_bf16bf16f32, to_bf16) if bf16 else None
+print(json.dumps(out))
+"""
+
+
+def onednn_gemm_rates(threads, rows, hidden, ffn, bf16, reps=5):
+    """``{"fp32": GFLOP/s, "bf16": GFLOP/s or None}``: oneDNN's GEMMs (Paddle's ``libdnnl``) over one
+    encoder layer's dense products at ``rows`` tokens (4 of ``hidden x hidden``, ``hidden -> ffn``,
+    ``ffn -> hidden``), inputs and weights already in the product's type (bf16 only if ``bf16``), in a
+    child process with ``threads`` threads. No runner's products can go faster on this CPU: a
+    runner's real-token FLOP rate against these is how close it is to the ceiling."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, "-c", _ONEDNN_PROBE, str(rows), str(hidden), str(ffn), str(reps),
+                          str(int(bf16))], env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 class CpuWatch:
