@@ -72,8 +72,21 @@ def _layer_norm(config, trainable, name, use_kernel=False):
                  _attr(name + "_bias", config, trainable), use_kernel)
 
 
+class _Dropout(nn.Dropout):
+    """``nn.Dropout`` that runs :func:`kernels.dropout` in training when ``use_kernel``."""
+
+    def __init__(self, p, use_kernel):
+        super().__init__(p)
+        self.use_kernel = use_kernel
+
+    def forward(self, x):
+        if self.use_kernel and self.training and 0.0 < self.p < 1.0:
+            return kernels.dropout(x, self.p)
+        return super().forward(x)
+
+
 class _Embeddings(nn.Layer):
-    def __init__(self, config, trainable):
+    def __init__(self, config, trainable, use_kernels):
         super().__init__()
         h = config.hidden_size
         self.word = nn.Embedding(config.vocab_size, h, weight_attr=_attr("word_embedding", config, trainable, True))
@@ -81,7 +94,7 @@ class _Embeddings(nn.Layer):
                                 weight_attr=_attr("pos_embedding", config, trainable, True))
         self.sent = nn.Embedding(config.type_vocab_size, h, weight_attr=_attr("sent_embedding", config, trainable, True))
         self.norm = _layer_norm(config, trainable, "pre_encoder_layer_norm")
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = _Dropout(config.hidden_dropout_prob, use_kernels)
 
     def forward(self, input_ids, position_ids, segment_ids):
         emb = self.word(input_ids) + self.pos(position_ids) + self.sent(segment_ids)
@@ -106,8 +119,8 @@ class _EncoderLayer(nn.Layer):
         self.ffn_in = dense("ffn_fc_0", h, ffn)
         self.ffn_out = dense("ffn_fc_1", ffn, h)
         self.ffn_norm = _layer_norm(config, trainable, prefix + "post_ffn_layer_norm", use_kernels)
-        self.attention_dropout = nn.Dropout(config.attention_probs_dropout_prob)
-        self.hidden_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.attention_dropout = _Dropout(config.attention_probs_dropout_prob, use_kernels)
+        self.hidden_dropout = _Dropout(config.hidden_dropout_prob, use_kernels)
 
     def _split_heads(self, rows, seq_len):
         """``[batch*seq, hidden]`` -> ``[batch, heads, seq, head_size]``."""
@@ -144,7 +157,7 @@ class BertModel(nn.Layer):
         # lets every instance carry the 1.x names. Static programs keep their names as they are.
         names = paddle.utils.unique_name.guard() if paddle.in_dynamic_mode() else contextlib.nullcontext()
         with names:
-            self.embeddings = _Embeddings(config, trainable)
+            self.embeddings = _Embeddings(config, trainable, use_kernels)
             self.layers = nn.LayerList([_EncoderLayer(config, trainable, i, use_kernels)
                                         for i in range(config.num_hidden_layers)])
             self.pooler = _linear(config, trainable, "pooled_fc", config.hidden_size, config.hidden_size,

@@ -3,6 +3,10 @@
 ``bert_adamw`` (``adamw_op.cc``) is Paddle's ``adamw_`` update in one multi-threaded pass (Paddle's
 runs on one thread); :class:`..finetune.adamw.AdamW` emits it instead of ``adamw_``.
 
+``bert_dropout`` (``dropout_op.cc``) is dropout with upscaling in training, forward and backward on
+every core (Paddle's draws each element's number on one thread); its seed comes from Paddle's CPU
+generator, so ``paddle.seed`` makes runs repeat, though its masks differ from Paddle's.
+
 ``bert_layer_norm`` (``layer_norm_op.cc``) is layer normalization over the last axis of ``[M, N]``
 rows, forward and backward on every core (Paddle's ``layer_norm_grad`` runs on one thread).
 
@@ -16,7 +20,8 @@ mixed precision for the dense layers only, every tensor in the program stays flo
 The ops are built into one library, once per Paddle installation and source (under a minute, with
 g++), into ``<cache dir>/kernels``. Where it can't be built or used -- no compiler, Paddle without
 oneDNN, a GPU present, or ``BERT_CASED_L_24_H_1024_A_16_KERNELS=0`` -- :func:`linear` runs Paddle's
-matmul and add, :func:`layer_norm` Paddle's ``layer_norm`` and the optimizer Paddle's ``adamw_``:
+matmul and add, :func:`layer_norm` Paddle's ``layer_norm``, :func:`dropout` Paddle's ``dropout`` and the
+optimizer Paddle's ``adamw_``:
 the same numbers in float32 (within rounding), no bf16.
 """
 
@@ -28,8 +33,8 @@ import sys
 import tempfile
 import threading
 
-__all__ = ["ADAMW_OP", "KERNELS_ENV", "LAYER_NORM_OP", "LINEAR_OP", "TRAINING_PRECISIONS", "adamw_", "available",
-           "check_training_precision", "layer_norm", "linear", "set_linear_precision"]
+__all__ = ["ADAMW_OP", "DROPOUT_OP", "KERNELS_ENV", "LAYER_NORM_OP", "LINEAR_OP", "TRAINING_PRECISIONS", "adamw_",
+           "available", "check_training_precision", "dropout", "layer_norm", "linear", "set_linear_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +42,12 @@ KERNELS_ENV = "BERT_CASED_L_24_H_1024_A_16_KERNELS"
 LINEAR_OP = "bert_linear"
 ADAMW_OP = "bert_adamw"
 LAYER_NORM_OP = "bert_layer_norm"
+DROPOUT_OP = "bert_dropout"
 #: ``"bf16"``: mixed precision, the dense layers' products in bfloat16 with float32 sums and weights.
 TRAINING_PRECISIONS = ("fp32", "bf16")
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_SOURCES = tuple(os.path.join(_HERE, name) for name in ("linear_op.cc", "adamw_op.cc", "layer_norm_op.cc"))
+_SOURCES = tuple(os.path.join(_HERE, name) for name in ("linear_op.cc", "adamw_op.cc", "layer_norm_op.cc",
+                                                             "dropout_op.cc"))
 _HEADERS = (os.path.join(_HERE, "threads.h"),)
 # The PIR names of the op and of its gradient op in a program.
 _PROGRAM_OP_NAMES = (f"custom_op.{LINEAR_OP}", f"custom_op.{LINEAR_OP}_grad")
@@ -76,6 +83,23 @@ def layer_norm(x, scale, bias, epsilon):
     import paddle.nn.functional as F
 
     return F.layer_norm(x, x.shape[-1:], weight=scale, bias=bias, epsilon=epsilon)
+
+
+def dropout(x, p):
+    """Dropout of float32 ``x`` (any shape) in training: each element zeroed with probability ``p``,
+    the others divided by ``1 - p`` (Paddle's ``upscale_in_train``).
+
+    Runs ``bert_dropout`` where it is available and ``0 < p < 1``, else ``paddle.nn.functional.dropout``.
+    In a static program the op's ``is_test`` attribute (set by ``network.inference_clone``) makes it
+    the identity, as Paddle's dropout.
+    """
+    if 0.0 < p < 1.0 and available():
+        from paddle import _C_ops
+
+        return _C_ops._run_custom_op(DROPOUT_OP, x, float(p), False)[0]
+    import paddle.nn.functional as F
+
+    return F.dropout(x, p, training=True)
 
 
 def adamw_(param, grad, learning_rate, moment1, moment2, beta1_pow, beta2_pow, grad_scale, beta1, beta2, epsilon,
@@ -160,7 +184,7 @@ def _load():
         log.warning("could not build this package's training kernels (%s); training runs on Paddle's own "
                     "operators (Paddle's matmul), slower", error)
         return False
-    return {LINEAR_OP, ADAMW_OP, LAYER_NORM_OP} <= set(names)
+    return {LINEAR_OP, ADAMW_OP, LAYER_NORM_OP, DROPOUT_OP} <= set(names)
 
 
 def _build(library):
