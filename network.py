@@ -153,6 +153,7 @@ class BertModel(nn.Layer):
     def __init__(self, config, trainable=True, use_kernels=True):
         super().__init__()
         self.config = config
+        self.use_kernels = use_kernels
         # Dynamic mode refuses a parameter name seen before in the process; a fresh name namespace
         # lets every instance carry the 1.x names. Static programs keep their names as they are.
         names = paddle.utils.unique_name.guard() if paddle.in_dynamic_mode() else contextlib.nullcontext()
@@ -170,6 +171,9 @@ class BertModel(nn.Layer):
             seq_len = paddle.shape(input_ids)[1]
         # [batch, 1, 1, seq]: 0 at real keys, _MASK_BIAS at padded keys.
         attention_bias = (1.0 - input_mask.astype(x.dtype)).unsqueeze([1, 2]) * _MASK_BIAS
+        if self.use_kernels:  # Training: every layer adds it to its scores, and Paddle's CPU add that
+            # broadcasts took 4x a same-shape one (16 vs 3.6 ms at batch 8 x 128 tokens), so expand it once.
+            attention_bias = paddle.expand(attention_bias, [-1, self.config.num_attention_heads, seq_len, -1])
         rows = x.reshape([-1, hidden])
         for layer in self.layers:
             rows = layer(rows, attention_bias, seq_len)
