@@ -21,9 +21,6 @@ from .. import kernels
 
 __all__ = ["AdamW", "ClipGradByGlobalNormInPlace"]
 
-_GLOBAL_NORM_CLIPS = (paddle.nn.ClipGradByGlobalNorm,)
-
-
 def _clips(param):
     """Whether a global-norm clip counts and scales ``param``'s gradient (Paddle's ``need_clip`` rule)."""
     return getattr(param, "need_clip", True)
@@ -56,6 +53,10 @@ class ClipGradByGlobalNormInPlace(paddle.nn.ClipGradByGlobalNorm):
         if scale is None:
             return params_grads
         return [(p, paddle.multiply_(g, scale) if _clips(p) else g) for p, g in params_grads]
+
+
+# The clips whose factor the fused update can apply (subclasses may change what clipping means).
+_FOLDABLE_CLIPS = (paddle.nn.ClipGradByGlobalNorm, ClipGradByGlobalNormInPlace)
 
 
 class AdamW(paddle.optimizer.AdamW):
@@ -104,14 +105,15 @@ class AdamW(paddle.optimizer.AdamW):
 
     def _fuses_update(self, clip, pairs, options):
         """Whether every update of ``pairs`` (with a group's ``options``) can be ``bert_adamw``, ``clip`` folded in."""
-        if clip is not None and type(clip) not in (*_GLOBAL_NORM_CLIPS, ClipGradByGlobalNormInPlace):
+        if clip is not None and type(clip) not in _FOLDABLE_CLIPS:
             return False
         if not (paddle.framework.in_pir_mode() or paddle.in_dynamic_mode()) or not kernels.available():
             return False
-        if self._amsgrad or options.get("lazy_mode", self._lazy_mode):
+        settings = {**self._default_dict, **options} if options else {  # a parameter group's, or the optimizer's
+            "lazy_mode": self._lazy_mode, "beta1": self._beta1, "beta2": self._beta2, "weight_decay": self._weight_decay}
+        if self._amsgrad or settings["lazy_mode"]:
             return False
-        hyper = [options.get(name, getattr(self, "_" + name)) for name in ("beta1", "beta2", "weight_decay")]
-        if not all(isinstance(value, numbers.Real) for value in hyper):  # Not tensors.
+        if not all(isinstance(settings[name], numbers.Real) for name in ("beta1", "beta2", "weight_decay")):
             return False
         return all(p.dtype == paddle.float32 and _dense(g) for p, g in pairs if g is not None)
 
