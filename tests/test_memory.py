@@ -28,7 +28,11 @@ def _freed_and_returned():
 
 
 def test_freed_blocks_are_kept_inside_and_returned_after():
-    assert _freed_and_returned() > BLOCK * 0.9, "outside the context glibc unmaps a block this size when it is freed"
+    # glibc raises its mmap threshold as big blocks are freed, so a process that ran other code
+    # may keep a block this size anyway; leaving the context sets the threshold back to 128 KB.
+    with keep_freed_memory():
+        pass
+    assert _freed_and_returned() > BLOCK * 0.9, "after the context glibc unmaps a block this size when it is freed"
     with keep_freed_memory():
         with keep_freed_memory():  # Nested: the inner exit must not end the outer's setting.
             pass
