@@ -5,7 +5,7 @@ import ctypes
 import gc
 import threading
 
-__all__ = ["keep_freed_memory", "release_freed_memory"]
+__all__ = ["keep_freed_memory", "kept_heap_environment", "release_freed_memory"]
 
 # mallopt(3) parameters, and the values glibc starts with.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -14,6 +14,9 @@ _DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_TOP_PAD: 128 * 1024, _M_MMAP_THRE
 # BERT-Large's biggest weight matrix and of its [8, 128, 4096] activations) come from the heap, and
 # the heap is never trimmed, so each step reuses the pages the step before faulted in.
 _KEEPING = {_M_TRIM_THRESHOLD: 2**31 - 1, _M_TOP_PAD: 256 * 2**20, _M_MMAP_THRESHOLD: 32 * 2**20}
+# glibc's environment variable for each mallopt parameter (read once, when a process starts).
+_ENVIRONMENT_NAMES = {_M_TRIM_THRESHOLD: "MALLOC_TRIM_THRESHOLD_", _M_TOP_PAD: "MALLOC_TOP_PAD_",
+                      _M_MMAP_THRESHOLD: "MALLOC_MMAP_THRESHOLD_"}
 
 _lock = threading.Lock()
 _depth = [0]
@@ -39,6 +42,12 @@ def release_freed_memory():
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def kept_heap_environment():
+    """``{variable: value}`` that start a process with glibc's heap as :func:`keep_freed_memory` sets
+    it, for other programs (e.g. a benchmark's torch peer) to run under the same settings."""
+    return {_ENVIRONMENT_NAMES[parameter]: str(value) for parameter, value in _KEEPING.items()}
 
 
 @contextlib.contextmanager

@@ -146,8 +146,7 @@ def run_paddle_2x(args, weights_dir, data):
     schedule = LinearDecayWithWarmup(1e-4, len(data), max(1, len(data) // 10))
     decay = {p.name for n, p in model.named_parameters() if not (n.endswith("bias") or "norm" in n)}
     optimizer = AdamW(learning_rate=schedule, parameters=model.parameters(), weight_decay=0.01,
-                                       apply_decay_param_fun=lambda name: name in decay,
-                                       grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
+                      apply_decay_param_fun=lambda name: name in decay, grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
     encoded = []
     for texts, labels in data:
         batch = tokenizer(texts, max_length=args.seq, padding="max_length", truncation=True,
@@ -249,8 +248,10 @@ def run_child(args, engine, workdir):
                "--batch", str(args.batch), "--seq", str(args.seq), "--threads", str(args.threads)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     if engine.startswith("torch"):  # glibc's heap as the paddle engines keep it (memory.keep_freed_memory).
-        env.update(MALLOC_MMAP_THRESHOLD_=str(32 * 2**20), MALLOC_TRIM_THRESHOLD_=str(2**31 - 1),
-                   MALLOC_TOP_PAD_=str(256 * 2**20))
+        import_package()
+        from bert_cased_L_24_H_1024_A_16.memory import kept_heap_environment
+
+        env.update(kept_heap_environment())
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
