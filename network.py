@@ -73,14 +73,15 @@ def _layer_norm(config, trainable, name, use_kernel=False):
 
 
 class _Dropout(nn.Dropout):
-    """``nn.Dropout`` that runs :func:`kernels.dropout` in training when ``use_kernel``."""
+    """``nn.Dropout`` that runs :func:`kernels.dropout` in training when ``use_kernel`` (which falls back
+    to Paddle's dropout where it can't run)."""
 
     def __init__(self, p, use_kernel):
         super().__init__(p)
         self.use_kernel = use_kernel
 
     def forward(self, x):
-        if self.use_kernel and self.training and 0.0 < self.p < 1.0:
+        if self.use_kernel and self.training:
             return kernels.dropout(x, self.p)
         return super().forward(x)
 
@@ -145,9 +146,11 @@ class BertModel(nn.Layer):
     real tokens, 0 at padding) and returns ``(sequence_output [batch, seq, hidden],
     pooled_output [batch, hidden])``, float32.
 
-    ``use_kernels``: dense layers and the encoder's layer norms run :func:`kernels.linear` and
-    :func:`kernels.layer_norm` (this package's training kernels where they are available); False
-    keeps Paddle's own ops, which inference passes know how to fuse.
+    ``use_kernels`` (training): dense layers, the encoder's layer norms and dropout run
+    :func:`kernels.linear`, :func:`kernels.layer_norm` and :func:`kernels.dropout` (this package's
+    training kernels where they are available), and the attention mask is expanded once to every
+    layer's score shape; False keeps Paddle's own ops and the broadcast mask, which inference
+    passes know how to fuse.
     """
 
     def __init__(self, config, trainable=True, use_kernels=True):

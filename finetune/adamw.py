@@ -26,7 +26,7 @@ def _clips(param):
     return getattr(param, "need_clip", True)
 
 
-def global_norm_scale(params_grads, clip_norm):
+def _global_norm_scale(params_grads, clip_norm):
     """``clip_norm / max(||g||, clip_norm)`` (a ``[1]`` float32 tensor, or PIR value) over the gradients
     of ``params_grads`` whose parameter clips; None where none does. ``||g||``: the L2 norm of all of
     them together, as ``paddle.nn.ClipGradByGlobalNorm`` computes it."""
@@ -49,7 +49,7 @@ class ClipGradByGlobalNormInPlace(paddle.nn.ClipGradByGlobalNorm):
 
     def _pir_clip(self, params_grads):
         params_grads = [(p, g) for p, g in params_grads if g is not None]
-        scale = global_norm_scale(params_grads, self.clip_norm)
+        scale = _global_norm_scale(params_grads, self.clip_norm)
         if scale is None:
             return params_grads
         return [(p, paddle.multiply_(g, scale) if _clips(p) else g) for p, g in params_grads]
@@ -74,7 +74,7 @@ class AdamW(paddle.optimizer.AdamW):
         options = params_grads if grouped else {}
         if not self._fuses_update(clip, pairs, options):
             return super()._apply_optimize(loss, startup_program, params_grads, param_group_idx)
-        self._clip_scale = None if clip is None else global_norm_scale(pairs, clip.clip_norm)
+        self._clip_scale = None if clip is None else _global_norm_scale(pairs, clip.clip_norm)
         self._unit_scale = paddle.full([1], 1.0, "float32")
         # The clip is folded into the updates instead of rewriting the gradients.
         if grouped:

@@ -20,9 +20,9 @@ mixed precision for the dense layers only, every tensor in the program stays flo
 The ops are built into one library, once per Paddle installation and source (under a minute, with
 g++), into ``<cache dir>/kernels``. Where it can't be built or used -- no compiler, Paddle without
 oneDNN, a GPU present, or ``BERT_CASED_L_24_H_1024_A_16_KERNELS=0`` -- :func:`linear` runs Paddle's
-matmul and add, :func:`layer_norm` Paddle's ``layer_norm``, :func:`dropout` Paddle's ``dropout`` and the
-optimizer Paddle's ``adamw_``:
-the same numbers in float32 (within rounding), no bf16.
+matmul and add, :func:`layer_norm` Paddle's ``layer_norm``, :func:`dropout` Paddle's ``dropout`` and
+the optimizer Paddle's ``adamw_``: the same numbers in float32 (within rounding; dropout draws other
+masks from the same distribution), no bf16.
 """
 
 import hashlib
