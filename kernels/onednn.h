@@ -1,0 +1,251 @@
+// oneDNN glue shared by this package's operators: the C API of the oneDNN library inside Paddle's
+// wheel (paddle/libs/libdnnl.so.3), one engine and stream, and RAII owners for its objects.
+//
+// Only oneDNN's C API is used, declared below from oneDNN 3.x's dnnl.h and dnnl_types.h (stable
+// within the major version; Paddle 3.3.1 bundles 3.6.2 and ships no oneDNN headers).
+//
+// Threads: MathThreads() (threads.h). Paddle's oneDNN runs on Intel's OpenMP runtime (libiomp5),
+// which importing Paddle leaves at one thread; MathThreadsScope raises the count for an op's calls.
+#pragma once
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "paddle/extension.h"
+#include "threads.h"
+
+extern "C" {
+typedef int dnnl_status_t;  // dnnl_success = 0
+typedef int64_t dnnl_dim_t;
+typedef dnnl_dim_t dnnl_dims_t[12];
+typedef struct dnnl_engine *dnnl_engine_t;
+typedef struct dnnl_stream *dnnl_stream_t;
+typedef struct dnnl_memory_desc *dnnl_memory_desc_t;
+typedef const struct dnnl_memory_desc *const_dnnl_memory_desc_t;
+typedef struct dnnl_memory *dnnl_memory_t;
+typedef struct dnnl_primitive_desc *dnnl_primitive_desc_t;
+typedef const struct dnnl_primitive_desc *const_dnnl_primitive_desc_t;
+typedef struct dnnl_primitive *dnnl_primitive_t;
+typedef const struct dnnl_primitive *const_dnnl_primitive_t;
+typedef struct dnnl_primitive_attr *dnnl_primitive_attr_t;
+typedef const struct dnnl_primitive_attr *const_dnnl_primitive_attr_t;
+typedef struct dnnl_post_ops *dnnl_post_ops_t;
+typedef const struct dnnl_post_ops *const_dnnl_post_ops_t;
+typedef struct {
+  int arg;
+  dnnl_memory_t memory;
+} dnnl_exec_arg_t;
+
+dnnl_status_t dnnl_engine_create(dnnl_engine_t *engine, int kind, size_t index);
+dnnl_status_t dnnl_stream_create(dnnl_stream_t *stream, dnnl_engine_t engine, unsigned flags);
+dnnl_status_t dnnl_stream_wait(dnnl_stream_t stream);
+dnnl_status_t dnnl_memory_desc_create_with_strides(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims,
+                                                    int data_type, const dnnl_dims_t strides);
+dnnl_status_t dnnl_memory_desc_destroy(dnnl_memory_desc_t md);
+dnnl_status_t dnnl_memory_create(dnnl_memory_t *memory, const_dnnl_memory_desc_t md, dnnl_engine_t engine,
+                                 void *handle);
+dnnl_status_t dnnl_memory_destroy(dnnl_memory_t memory);
+dnnl_status_t dnnl_matmul_primitive_desc_create(dnnl_primitive_desc_t *pd, dnnl_engine_t engine,
+                                                const_dnnl_memory_desc_t src, const_dnnl_memory_desc_t weights,
+                                                const_dnnl_memory_desc_t bias, const_dnnl_memory_desc_t dst,
+                                                const_dnnl_primitive_attr_t attr);
+dnnl_status_t dnnl_reorder_primitive_desc_create(dnnl_primitive_desc_t *pd, const_dnnl_memory_desc_t src,
+                                                 dnnl_engine_t src_engine, const_dnnl_memory_desc_t dst,
+                                                 dnnl_engine_t dst_engine, const_dnnl_primitive_attr_t attr);
+dnnl_status_t dnnl_primitive_desc_destroy(dnnl_primitive_desc_t pd);
+dnnl_status_t dnnl_primitive_create(dnnl_primitive_t *primitive, const_dnnl_primitive_desc_t pd);
+dnnl_status_t dnnl_primitive_destroy(dnnl_primitive_t primitive);
+dnnl_status_t dnnl_primitive_attr_create(dnnl_primitive_attr_t *attr);
+dnnl_status_t dnnl_primitive_attr_destroy(dnnl_primitive_attr_t attr);
+dnnl_status_t dnnl_primitive_attr_set_scales_mask(dnnl_primitive_attr_t attr, int arg, int mask);
+dnnl_status_t dnnl_primitive_attr_set_post_ops(dnnl_primitive_attr_t attr, const_dnnl_post_ops_t post_ops);
+dnnl_status_t dnnl_post_ops_create(dnnl_post_ops_t *post_ops);
+dnnl_status_t dnnl_post_ops_destroy(dnnl_post_ops_t post_ops);
+dnnl_status_t dnnl_post_ops_append_binary(dnnl_post_ops_t post_ops, int alg_kind, const_dnnl_memory_desc_t src1);
+dnnl_status_t dnnl_primitive_execute(const_dnnl_primitive_t primitive, dnnl_stream_t stream, int nargs,
+                                     const dnnl_exec_arg_t *args);
+}
+
+namespace bert_onednn {
+
+// Values from oneDNN 3.x's dnnl_common_types.h and dnnl_types.h.
+constexpr int kCpuEngine = 1;     // dnnl_cpu
+constexpr unsigned kInOrder = 1;  // dnnl_stream_in_order
+constexpr int kBf16 = 2;          // dnnl_bf16
+constexpr int kF32 = 3;           // dnnl_f32
+constexpr int kS32 = 4;           // dnnl_s32
+constexpr int kS8 = 5;            // dnnl_s8
+constexpr int kU8 = 6;            // dnnl_u8
+constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgBias = 41;
+constexpr int kArgSrc1 = 2;                 // DNNL_ARG_SRC_1, a binary post-op's operand
+constexpr int kArgAttrScales = 4096;        // DNNL_ARG_ATTR_SCALES
+constexpr int kArgPostOpBase = 32768;       // DNNL_ARG_ATTR_MULTIPLE_POST_OP_BASE
+constexpr int kBinaryAdd = 0x1fff0, kBinaryMul = 0x1fff1;  // dnnl_binary_add, dnnl_binary_mul
+
+inline void Check(dnnl_status_t status, const char *what) {
+  PD_CHECK(status == 0, "oneDNN ", what, " failed with status ", status);
+}
+
+struct Runtime {
+  dnnl_engine_t engine = nullptr;
+  dnnl_stream_t stream = nullptr;
+  std::mutex mutex;  // One stream; the executor may call from several threads.
+  Runtime() {
+    Check(dnnl_engine_create(&engine, kCpuEngine, 0), "engine creation");
+    Check(dnnl_stream_create(&stream, engine, kInOrder), "stream creation");
+  }
+};
+
+// The OpenMP runtimes loaded in this process: Intel's, which Paddle's oneDNN binds to, and GNU's.
+struct OpenMpRuntime {
+  void (*set_num_threads)(int) = nullptr;
+  int (*get_max_threads)() = nullptr;
+};
+
+inline const std::vector<OpenMpRuntime> &OpenMpRuntimes() {
+  static const std::vector<OpenMpRuntime> runtimes = [] {
+    std::vector<OpenMpRuntime> found;
+    for (const char *library : {"libiomp5.so", "libgomp.so.1"}) {
+      void *handle = dlopen(library, RTLD_NOW | RTLD_NOLOAD);  // Only if loaded already; kept open.
+      if (handle == nullptr) continue;
+      OpenMpRuntime runtime;
+      runtime.set_num_threads = reinterpret_cast<void (*)(int)>(dlsym(handle, "omp_set_num_threads"));
+      runtime.get_max_threads = reinterpret_cast<int (*)()>(dlsym(handle, "omp_get_max_threads"));
+      if (runtime.set_num_threads != nullptr && runtime.get_max_threads != nullptr) found.push_back(runtime);
+    }
+    return found;
+  }();
+  return runtimes;
+}
+
+// Sets this thread's OpenMP thread count to MathThreads() in every runtime while it lives; oneDNN
+// plans its primitives and runs them with it. The counts found are put back after.
+class MathThreadsScope {
+ public:
+  MathThreadsScope() {
+    for (const OpenMpRuntime &runtime : OpenMpRuntimes()) {
+      saved_.push_back(runtime.get_max_threads());
+      runtime.set_num_threads(MathThreads());
+    }
+  }
+  MathThreadsScope(const MathThreadsScope &) = delete;
+  ~MathThreadsScope() {
+    const std::vector<OpenMpRuntime> &runtimes = OpenMpRuntimes();
+    for (size_t i = 0; i < saved_.size(); ++i) runtimes[i].set_num_threads(saved_[i]);
+  }
+
+ private:
+  std::vector<int> saved_;
+};
+
+// Runs body(begin, end) over [0, count) in contiguous blocks on the OpenMP threads that oneDNN
+// runs on (Intel's runtime, through the GNU entry point it also exports), MathThreads() of them,
+// or on the calling thread where that runtime is not loaded. Threads of our own would take turns
+// with oneDNN's, which spin between its calls.
+template <typename Body>
+void ParallelOnOneDnnThreads(int64_t count, const Body &body) {
+  using Parallel = void (*)(void (*)(void *), void *, unsigned, unsigned);
+  struct Team {
+    Parallel parallel = nullptr;
+    int (*thread_num)() = nullptr;
+    int (*num_threads)() = nullptr;
+  };
+  static const Team team = [] {
+    Team found;
+    void *handle = dlopen("libiomp5.so", RTLD_NOW | RTLD_NOLOAD);  // Only if loaded already; kept open.
+    if (handle == nullptr) return found;
+    found.parallel = reinterpret_cast<Parallel>(dlsym(handle, "GOMP_parallel"));
+    found.thread_num = reinterpret_cast<int (*)()>(dlsym(handle, "omp_get_thread_num"));
+    found.num_threads = reinterpret_cast<int (*)()>(dlsym(handle, "omp_get_num_threads"));
+    return found;
+  }();
+  const int threads = static_cast<int>(std::min<int64_t>(MathThreads(), count));
+  if (threads <= 1 || team.parallel == nullptr || team.thread_num == nullptr || team.num_threads == nullptr) {
+    body(int64_t{0}, count);
+    return;
+  }
+  struct Work {
+    const Body *body;
+    int64_t count;
+    const Team *team;
+  } work{&body, count, &team};
+  team.parallel(
+      [](void *data) {
+        const Work &w = *static_cast<const Work *>(data);
+        const int64_t parts = w.team->num_threads(), part = w.team->thread_num();
+        const int64_t chunk = (w.count + parts - 1) / parts;
+        const int64_t begin = part * chunk, end = std::min(w.count, begin + chunk);
+        if (begin < end) (*w.body)(begin, end);
+      },
+      &work, static_cast<unsigned>(threads), 0);
+}
+
+inline Runtime &GetRuntime() {
+  static Runtime runtime;  // Never destroyed: oneDNN may be unloaded first at exit.
+  return runtime;
+}
+
+// A row-major [rows, cols] matrix at `data`; `transposed` reads it as its transpose, in place.
+struct Matrix {
+  void *data;
+  int64_t rows, cols;
+  bool transposed;
+  int dtype;
+};
+
+// Owns a memory descriptor; shape and strides of `m` as seen by the product.
+struct Desc {
+  dnnl_memory_desc_t md = nullptr;
+  explicit Desc(const Matrix &m) {
+    dnnl_dims_t dims = {m.transposed ? m.cols : m.rows, m.transposed ? m.rows : m.cols};
+    dnnl_dims_t strides = {m.transposed ? 1 : m.cols, m.transposed ? m.cols : 1};
+    Check(dnnl_memory_desc_create_with_strides(&md, 2, dims, m.dtype, strides), "memory descriptor");
+  }
+  // A dense row-major tensor of `dims` (at most 12).
+  Desc(std::initializer_list<int64_t> dims, int dtype) {
+    dnnl_dims_t shape = {}, strides = {};
+    int ndims = 0;
+    for (int64_t d : dims) shape[ndims++] = d;
+    for (int i = ndims - 1, stride = 1; i >= 0; stride *= static_cast<int>(shape[i]), --i) strides[i] = stride;
+    Check(dnnl_memory_desc_create_with_strides(&md, ndims, shape, dtype, strides), "memory descriptor");
+  }
+  Desc(const Desc &) = delete;
+  ~Desc() { dnnl_memory_desc_destroy(md); }
+};
+
+struct Memory {
+  dnnl_memory_t mem = nullptr;
+  Memory(const Desc &desc, void *data) {
+    Check(dnnl_memory_create(&mem, desc.md, GetRuntime().engine, data), "memory creation");
+  }
+  Memory(const Memory &) = delete;
+  ~Memory() { dnnl_memory_destroy(mem); }
+};
+
+struct Primitive {
+  dnnl_primitive_desc_t pd = nullptr;
+  dnnl_primitive_t prim = nullptr;
+  Primitive(dnnl_primitive_desc_t created) : pd(created) {
+    Check(dnnl_primitive_create(&prim, pd), "primitive creation");
+  }
+  Primitive(const Primitive &) = delete;
+  ~Primitive() {
+    dnnl_primitive_destroy(prim);
+    dnnl_primitive_desc_destroy(pd);
+  }
+  void Run(std::vector<dnnl_exec_arg_t> args) {
+    Runtime &rt = GetRuntime();
+    std::lock_guard<std::mutex> lock(rt.mutex);
+    Check(dnnl_primitive_execute(prim, rt.stream, static_cast<int>(args.size()), args.data()), "execution");
+    Check(dnnl_stream_wait(rt.stream), "stream wait");
+  }
+};
+
+}  // namespace bert_onednn
