@@ -20,7 +20,7 @@ from paddle import nn
 
 from . import kernels
 from .feeder import FEED_NAMES
-from .weights.names import HUB_PREFIX
+from .weights.names import HUB_PREFIX, QKV_FC
 
 __all__ = ["FEED_NAMES", "MAX_SEQ_LEN", "BertModel", "StaticBert", "build_program", "static_mode",
            "inference_clone", "set_parameters"]
@@ -67,6 +67,31 @@ class _Norm(nn.LayerNorm):
         return super().forward(x)
 
 
+class _Int8Dense(nn.Layer):
+    """A dense layer of int8 products for inference, :func:`kernels.linear_int8`, on ``[rows, in]`` inputs.
+
+    Parameters (for 1.x name ``name``; :func:`weights.quantize.quantize_encoder` makes them):
+    ``name.w_0`` int8 ``[in, out]``, ``name.w_0_factor`` float32 ``[in]``, ``name.w_0_scale`` and
+    ``name.w_0_shift`` float32 ``[out]``, ``name.b_0`` float32 ``[out]``.
+    """
+
+    def __init__(self, name, in_size, out_size):
+        super().__init__()
+
+        def parameter(suffix, shape, dtype):
+            return self.create_parameter(shape, attr=paddle.ParamAttr(name=HUB_PREFIX + name + suffix, trainable=False),
+                                         dtype=dtype, default_initializer=nn.initializer.Constant(0))
+
+        self.factor = parameter(".w_0_factor", [in_size], "float32")
+        self.weight = parameter(".w_0", [in_size, out_size], "int8")
+        self.scale = parameter(".w_0_scale", [out_size], "float32")
+        self.shift = parameter(".w_0_shift", [out_size], "float32")
+        self.bias = parameter(".b_0", [out_size], "float32")
+
+    def forward(self, x):
+        return kernels.linear_int8(x, self.factor, self.weight, self.scale, self.shift, self.bias)
+
+
 def _layer_norm(config, trainable, name, use_kernel=False):
     return _Norm(config.hidden_size, config.layer_norm_eps, _attr(name + "_scale", config, trainable),
                  _attr(name + "_bias", config, trainable), use_kernel)
@@ -103,18 +128,23 @@ class _Embeddings(nn.Layer):
 
 
 class _EncoderLayer(nn.Layer):
-    def __init__(self, config, trainable, index, use_kernels):
+    def __init__(self, config, trainable, index, use_kernels, int8):
         super().__init__()
         h, ffn = config.hidden_size, config.intermediate_size
         prefix = f"encoder_layer_{index}_"
         self.num_heads, self.head_size = config.num_attention_heads, config.head_size
 
         def dense(name, in_size, out_size):
+            if int8:
+                return _Int8Dense(prefix + name, in_size, out_size)
             return _linear(config, trainable, prefix + name, in_size, out_size, use_kernels)
 
-        self.query = dense("multi_head_att_query_fc", h, h)
-        self.key = dense("multi_head_att_key_fc", h, h)
-        self.value = dense("multi_head_att_value_fc", h, h)
+        if int8:  # One product for the three projections: each row is quantized once.
+            self.query_key_value = dense(QKV_FC, h, 3 * h)
+        else:
+            self.query = dense("multi_head_att_query_fc", h, h)
+            self.key = dense("multi_head_att_key_fc", h, h)
+            self.value = dense("multi_head_att_value_fc", h, h)
         self.attention_output = dense("multi_head_att_output_fc", h, h)
         self.attention_norm = _layer_norm(config, trainable, prefix + "post_att_layer_norm", use_kernels)
         self.ffn_in = dense("ffn_fc_0", h, ffn)
@@ -129,7 +159,11 @@ class _EncoderLayer(nn.Layer):
 
     def forward(self, x, attention_bias, seq_len):
         """``x``: ``[batch*seq, hidden]`` rows, so that every projection is one GEMM."""
-        q, k, v = (self._split_heads(proj(x), seq_len) for proj in (self.query, self.key, self.value))
+        if hasattr(self, "query_key_value"):
+            projections = paddle.split(self.query_key_value(x), 3, axis=-1)
+        else:
+            projections = (self.query(x), self.key(x), self.value(x))
+        q, k, v = (self._split_heads(rows, seq_len) for rows in projections)
         scores = paddle.matmul(q, k, transpose_y=True) * (self.head_size ** -0.5) + attention_bias
         probs = self.attention_dropout(F.softmax(scores, axis=-1))
         context = paddle.matmul(probs, v).transpose([0, 2, 1, 3]).reshape([-1, self.num_heads * self.head_size])
@@ -151,9 +185,13 @@ class BertModel(nn.Layer):
     training kernels where they are available), and the attention mask is expanded once to every
     layer's score shape; False keeps Paddle's own ops and the broadcast mask, which inference
     passes know how to fuse.
+
+    ``int8`` (inference): the encoder's dense layers are :class:`_Int8Dense`, with the query, key
+    and value projections merged into one (``weights.names.QKV_FC``); their parameters come from
+    :func:`weights.quantize.quantize_encoder`. Embeddings, layer norms and the pooler stay float32.
     """
 
-    def __init__(self, config, trainable=True, use_kernels=True):
+    def __init__(self, config, trainable=True, use_kernels=True, int8=False):
         super().__init__()
         self.config = config
         self.use_kernels = use_kernels
@@ -162,7 +200,7 @@ class BertModel(nn.Layer):
         names = paddle.utils.unique_name.guard() if paddle.in_dynamic_mode() else contextlib.nullcontext()
         with names:
             self.embeddings = _Embeddings(config, trainable, use_kernels)
-            self.layers = nn.LayerList([_EncoderLayer(config, trainable, i, use_kernels)
+            self.layers = nn.LayerList([_EncoderLayer(config, trainable, i, use_kernels, int8)
                                         for i in range(config.num_hidden_layers)])
             self.pooler = _linear(config, trainable, "pooled_fc", config.hidden_size, config.hidden_size,
                                   use_kernels)
@@ -213,18 +251,21 @@ def static_mode():
             paddle.disable_static()
 
 
-def build_program(config, max_seq_len=None, num_slots=1, trainable=True, training=True):
+def build_program(config, max_seq_len=None, num_slots=1, trainable=True, training=True, int8=False):
     """Builds a fresh static program for ``config`` (call in static mode).
 
     ``training=False`` builds without dropout and with Paddle's own dense ops (for Paddle Inference);
-    ``training=True`` uses :func:`kernels.linear` (see :class:`BertModel`). ``trainable=False`` marks
+    ``training=True`` uses :func:`kernels.linear` (see :class:`BertModel`). ``int8`` (with
+    ``training=False``) builds the encoder's dense layers with int8 products. ``trainable=False`` marks
     every parameter as not trainable. Returns a :class:`StaticBert`; parameters are not initialised.
     """
+    if int8 and training:
+        raise ValueError("int8 programs are for inference: build them with training=False")
     if not training:  # Dropout with probability 0 emits no op at all (eval mode would keep is_test ops).
         config = dataclasses.replace(config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     program, startup = paddle.static.Program(), paddle.static.Program()
     with paddle.static.program_guard(program, startup):
-        model = BertModel(config, trainable=trainable, use_kernels=training)
+        model = BertModel(config, trainable=trainable, use_kernels=training, int8=int8)
         model.train() if training else model.eval()
         inputs, outputs = {}, {}
         seq = -1 if max_seq_len is None else max_seq_len
@@ -256,9 +297,10 @@ def inference_clone(program, values):
 
 
 def set_parameters(program, arrays, scope=None, place=None):
-    """Copies ``arrays`` (``{1.x name: float32 ndarray}``) into ``scope`` for every parameter of ``program``.
+    """Copies ``arrays`` (``{1.x name: ndarray}``) into ``scope`` for every parameter of ``program``.
 
-    Raises ``KeyError`` naming parameters that have no array and ``ValueError`` on a shape mismatch.
+    Arrays are stored as float32, except for int8 parameters, which take int8 arrays. Raises
+    ``KeyError`` naming parameters that have no array and ``ValueError`` on a shape or dtype mismatch.
     """
     scope = scope if scope is not None else paddle.static.global_scope()
     place = place if place is not None else paddle.CPUPlace()
@@ -270,4 +312,7 @@ def set_parameters(program, arrays, scope=None, place=None):
         array = arrays[param.name[len(HUB_PREFIX):]]
         if tuple(array.shape) != tuple(param.shape):
             raise ValueError(f"parameter {param.name} has shape {list(param.shape)}, weights have {list(array.shape)}")
-        scope.var(param.name).get_tensor().set(np.ascontiguousarray(array, dtype=np.float32), place)
+        dtype = np.int8 if param.dtype == paddle.int8 else np.float32
+        if (array.dtype == np.int8) != (dtype == np.int8):
+            raise ValueError(f"parameter {param.name} is {dtype.__name__}, weights are {array.dtype}")
+        scope.var(param.name).get_tensor().set(np.ascontiguousarray(array, dtype=dtype), place)

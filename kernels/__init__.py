@@ -10,6 +10,10 @@ generator, so ``paddle.seed`` makes runs repeat, though its masks differ from Pa
 ``bert_layer_norm`` (``layer_norm_op.cc``) is layer normalization over the last axis of ``[M, N]``
 rows, forward and backward on every core (Paddle's ``layer_norm_grad`` runs on one thread).
 
+``bert_linear_int8`` (``linear_int8_op.cc``) is a dense layer for inference with int8 products:
+weights quantized ahead of time per output column (:mod:`..weights.quantize`), each row of ``x``
+quantized on its own range at every call, and oneDNN's AVX512-VNNI / AMX kernels for the product.
+
 ``bert_linear`` (``linear_op.cc``) is a dense layer, ``out[M, N] = x[M, K] · w[K, N] + b[N]``, whose
 forward and backward run on the oneDNN library inside Paddle's wheel (AVX-512 / AMX kernels).
 Paddle 3.3.1's own training matmuls run on its bundled MKL (an AVX2 path at best on AMD CPUs) and its
@@ -20,7 +24,7 @@ mixed precision for the dense layers only, every tensor in the program stays flo
 The ops are built into one library, once per Paddle installation and source (under a minute, with
 g++), into ``<cache dir>/kernels``. Where it can't be built or used -- no compiler, Paddle without
 oneDNN, a GPU present, or ``BERT_CASED_L_24_H_1024_A_16_KERNELS=0`` -- :func:`linear` runs Paddle's
-matmul and add, :func:`layer_norm` Paddle's ``layer_norm``, :func:`dropout` Paddle's ``dropout`` and
+matmul and add, :func:`linear_int8` the same quantized arithmetic in Paddle's float32 ops (slowly), :func:`layer_norm` Paddle's ``layer_norm``, :func:`dropout` Paddle's ``dropout`` and
 the optimizer Paddle's ``adamw_``: the same numbers in float32 (within rounding; dropout draws other
 masks from the same distribution), no bf16.
 """
@@ -34,21 +38,23 @@ import tempfile
 import threading
 
 __all__ = ["ADAMW_OP", "DROPOUT_OP", "KERNELS_ENV", "LAYER_NORM_OP", "LINEAR_OP", "TRAINING_PRECISIONS", "adamw_",
-           "available", "check_training_precision", "dropout", "layer_norm", "linear", "set_linear_precision"]
+           "LINEAR_INT8_OP", "available", "check_training_precision", "dropout", "layer_norm", "linear", "linear_int8",
+           "set_linear_precision"]
 
 log = logging.getLogger(__name__)
 
 KERNELS_ENV = "BERT_CASED_L_24_H_1024_A_16_KERNELS"
 LINEAR_OP = "bert_linear"
+LINEAR_INT8_OP = "bert_linear_int8"
 ADAMW_OP = "bert_adamw"
 LAYER_NORM_OP = "bert_layer_norm"
 DROPOUT_OP = "bert_dropout"
 #: ``"bf16"``: mixed precision, the dense layers' products in bfloat16 with float32 sums and weights.
 TRAINING_PRECISIONS = ("fp32", "bf16")
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_SOURCES = tuple(os.path.join(_HERE, name) for name in ("linear_op.cc", "adamw_op.cc", "layer_norm_op.cc",
-                                                             "dropout_op.cc"))
-_HEADERS = (os.path.join(_HERE, "threads.h"),)
+_SOURCES = tuple(os.path.join(_HERE, name) for name in ("linear_op.cc", "linear_int8_op.cc", "adamw_op.cc",
+                                                             "layer_norm_op.cc", "dropout_op.cc"))
+_HEADERS = tuple(os.path.join(_HERE, name) for name in ("onednn.h", "threads.h"))
 # The PIR names of the op and of its gradient op in a program.
 _PROGRAM_OP_NAMES = (f"custom_op.{LINEAR_OP}", f"custom_op.{LINEAR_OP}_grad")
 
@@ -69,6 +75,30 @@ def linear(x, weight, bias, bf16=False):
     import paddle.nn.functional as F
 
     return F.linear(x, weight, bias)
+
+
+def linear_int8(x, factor, weight, scale, shift, bias):
+    """A dense layer with int8 products, for inference: ``x`` ``[M, K]`` float32, and the quantized
+    layer of :func:`..weights.quantize.quantize_dense`: ``factor`` ``[K]`` float32, ``weight``
+    ``[K, N]`` int8, ``scale`` and ``shift`` ``[N]`` float32; ``bias`` ``[N]`` float32. Returns
+    float32 ``[M, N]``:
+
+        ``out[m, n] = sx[m] * scale[n] * sum_k round(x[m, k] * factor[k] / sx[m]) * weight[k, n] + bias[n]``,
+        ``sx[m] = max_k |x[m, k] * factor[k]| / 127``.
+
+    Runs ``bert_linear_int8`` where it is available, else the same arithmetic in Paddle's float32
+    ops (``shift`` is the kernel's own correction and unused there; ties may round the other way).
+    """
+    if len(x.shape) == 2 and available():
+        from paddle import _C_ops
+
+        return _C_ops._run_custom_op(LINEAR_INT8_OP, x, factor, weight, scale, shift, bias)[0]
+    import paddle
+
+    x = x * factor
+    step = paddle.clip(paddle.max(paddle.abs(x), axis=-1, keepdim=True) / 127.0, min=1e-30)
+    integers = paddle.round(x / step)
+    return paddle.matmul(integers, weight.astype("float32")) * (step * scale) + bias
 
 
 def layer_norm(x, scale, bias, epsilon):
@@ -184,7 +214,7 @@ def _load():
         log.warning("could not build this package's training kernels (%s); training runs on Paddle's own "
                     "operators (Paddle's matmul), slower", error)
         return False
-    return {LINEAR_OP, ADAMW_OP, LAYER_NORM_OP, DROPOUT_OP} <= set(names)
+    return {LINEAR_OP, LINEAR_INT8_OP, ADAMW_OP, LAYER_NORM_OP, DROPOUT_OP} <= set(names)
 
 
 def _build(library):
@@ -212,7 +242,8 @@ def _build(library):
                 # A child process: the build prints a lot and changes process-wide settings.
                 script = ("import sys\nfrom paddle.utils.cpp_extension import load\n"
                           "load(name=sys.argv[1], sources=sys.argv[4:], build_directory=sys.argv[2],\n"
-                          "     extra_cxx_cflags=['-O3'], extra_ldflags=[sys.argv[3], '-ldl'], verbose=False)\n")
+                          "     extra_cxx_cflags=['-O3', '-fopenmp-simd'], extra_ldflags=[sys.argv[3], '-ldl'],\n"
+                          "     verbose=False)\n")
                 done = subprocess.run([sys.executable, "-c", script, name, build_dir, library, *_SOURCES],
                                       capture_output=True, text=True)
                 if done.returncode != 0 or not os.path.exists(built):

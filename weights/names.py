@@ -8,9 +8,13 @@ Fully connected weights are stored ``[in, out]`` under 1.x and PaddleNLP names a
 import collections
 import re
 
-__all__ = ["HUB_PREFIX", "unprefixed", "legacy_parameter_shapes", "huggingface_names", "paddlenlp_names", "layer_of"]
+__all__ = ["HUB_PREFIX", "QKV_FC", "unprefixed", "legacy_parameter_shapes", "huggingface_names", "paddlenlp_names", "layer_of"]
 
 HUB_PREFIX = "@HUB_bert_cased_L-24_H-1024_A-16@"
+
+# The query, key and value projections of an encoder layer merged into one, in int8 inference
+# programs only (weights/quantize.py); a layer's 1.x prefix goes before it.
+QKV_FC = "multi_head_att_qkv_fc"
 
 
 def unprefixed(file_name):

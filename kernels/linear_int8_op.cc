@@ -1,0 +1,165 @@
+// bert_linear_int8: a dense layer for inference with int8 products (dynamic quantization).
+//   out[m, n] = sx[m] * sw[n] * sum_k xq[m, k] * wq[k, n] + b[n],  xq[m, k] = round(x[m, k] * f[k] / sx[m])
+// Weights are quantized once, ahead of time (weights/quantize.py): wq[K, N] int8, symmetric per
+// output column, sw[N] = max_k |w[k, n]| / 127, from w[k, n] / f[k]. f[K] moves the spread of
+// input channels that run large into the weights (SmoothQuant), so that the other channels keep
+// their precision. Each call quantizes every row of x * f on its own range, sx[m] =
+// max_k |x[m, k] * f[k]| / 127, and stores it shifted by 128 as uint8, because AVX512-VNNI
+// multiplies uint8 by int8. oneDNN's matmul takes the products into int32 and does the rest in its
+// epilogue, given wshift[n] = -128 * sw[n] * sum_k wq[k, n] (the shift's share, made at export):
+//   out = (sw[n] * acc[m, n] + wshift[n]) * sx[m] + b[n]
+// (weights scales, bias, then two binary post-ops). Per-row and per-column scales keep an outlier
+// row or column from costing the others precision; ONNX Runtime's dynamic quantization uses one
+// scale per tensor.
+//
+// Threads: MathThreads(), oneDNN's own OpenMP threads for the quantization too (onednn.h).
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "onednn.h"
+#include "paddle/extension.h"
+
+namespace {
+
+using namespace bert_onednn;  // NOLINT: this file's whole job is calling it.
+
+// xq[m, :] = round(x[m, :] * f / scale[m]) + 128 for rows [begin, end) of x [M, K].
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+void QuantizeRows(const float *x, const float *f, int64_t begin, int64_t end, int64_t k, uint8_t *xq, float *scale) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float *row = x + r * k;
+    float largest = 0.0f;
+#pragma omp simd reduction(max : largest)  // Vectorized with -fopenmp-simd; no OpenMP runtime.
+    for (int64_t c = 0; c < k; ++c) largest = std::max(largest, std::fabs(row[c] * f[c]));
+    const float step = largest > 0.0f ? largest / 127.0f : 1.0f;
+    const float inverse = 1.0f / step;
+    uint8_t *out = xq + r * k;
+    // In [0.5, 255.5) before truncation: round half up of row / step, plus 128.
+    for (int64_t c = 0; c < k; ++c) {
+      float shifted = std::min(std::max(row[c] * f[c] * inverse + 128.5f, 1.0f), 255.5f);
+      out[c] = static_cast<uint8_t>(static_cast<int32_t>(shifted));
+    }
+    scale[r] = step;
+  }
+}
+
+struct Attr {
+  dnnl_primitive_attr_t attr = nullptr;
+  dnnl_post_ops_t post_ops = nullptr;
+  Attr(const Desc &row_scale, const Desc &bias) {
+    Check(dnnl_primitive_attr_create(&attr), "attribute creation");
+    Check(dnnl_primitive_attr_set_scales_mask(attr, kArgWeights, 1 << 2), "weights scales");  // Per N.
+    Check(dnnl_post_ops_create(&post_ops), "post-ops creation");
+    Check(dnnl_post_ops_append_binary(post_ops, kBinaryMul, row_scale.md), "row scale post-op");
+    Check(dnnl_post_ops_append_binary(post_ops, kBinaryAdd, bias.md), "bias post-op");
+    Check(dnnl_primitive_attr_set_post_ops(attr, post_ops), "post-ops");
+  }
+  Attr(const Attr &) = delete;
+  ~Attr() {
+    dnnl_post_ops_destroy(post_ops);
+    dnnl_primitive_attr_destroy(attr);
+  }
+};
+
+// The int8 matmul for one (M, K, N), made once: creating it took about 0.4 ms, near the time of
+// a 202 x 1024 x 1024 product. Each batch shape adds a few; past kMaxCached the cache starts over.
+struct Int8MatMul {
+  Desc x, w, out, per_row, per_column, w_scale;
+  Attr attr;
+  std::unique_ptr<Primitive> matmul;
+  Int8MatMul(int64_t m, int64_t k, int64_t n)
+      : x({1, m, k}, kU8), w({1, k, n}, kS8), out({1, m, n}, kF32), per_row({1, m, 1}, kF32),
+        per_column({1, 1, n}, kF32), w_scale({n}, kF32), attr(per_row, per_column) {
+    dnnl_primitive_desc_t pd = nullptr;
+    Check(dnnl_matmul_primitive_desc_create(&pd, GetRuntime().engine, x.md, w.md, per_column.md, out.md, attr.attr),
+          "int8 matmul descriptor");
+    matmul.reset(new Primitive(pd));
+  }
+};
+
+constexpr size_t kMaxCached = 256;
+
+Int8MatMul &CachedMatMul(int64_t m, int64_t k, int64_t n) {
+  static std::mutex mutex;
+  static std::map<std::array<int64_t, 3>, std::unique_ptr<Int8MatMul>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  std::unique_ptr<Int8MatMul> &entry = cache[{m, k, n}];
+  if (!entry) {
+    if (cache.size() > kMaxCached) {
+      cache.clear();
+      return *(cache[{m, k, n}] = std::unique_ptr<Int8MatMul>(new Int8MatMul(m, k, n)));
+    }
+    entry.reset(new Int8MatMul(m, k, n));
+  }
+  return *entry;
+}
+
+// out[M, N] = (w_scale * (xq . wq) + w_shift) * x_scale + b, on oneDNN's matmul. Every tensor is
+// viewed with a leading axis of 1: oneDNN's brgemm kernels take a [1, M, 1] operand as a per-row
+// post-op there, and fall back to its reference code for a [M, 1] one in two dimensions.
+void MatMulInt8(const uint8_t *xq, const float *x_scale, const int8_t *wq, const float *w_scale,
+                const float *w_shift, const float *b, float *out, int64_t m, int64_t k, int64_t n) {
+  Int8MatMul &op = CachedMatMul(m, k, n);
+  auto p = [](const void *data) { return const_cast<void *>(data); };
+  Memory x_mem(op.x, p(xq)), w_mem(op.w, p(wq)), out_mem(op.out, out), shift_mem(op.per_column, p(w_shift));
+  Memory row_scale_mem(op.per_row, p(x_scale)), bias_mem(op.per_column, p(b)), w_scale_mem(op.w_scale, p(w_scale));
+  op.matmul->Run({{kArgSrc, x_mem.mem}, {kArgWeights, w_mem.mem}, {kArgBias, shift_mem.mem}, {kArgDst, out_mem.mem},
+                  {kArgAttrScales | kArgWeights, w_scale_mem.mem},
+                  {kArgPostOpBase * 1 | kArgSrc1, row_scale_mem.mem},
+                  {kArgPostOpBase * 2 | kArgSrc1, bias_mem.mem}});
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> BertLinearInt8Forward(const paddle::Tensor &x, const paddle::Tensor &x_factor,
+                                                  const paddle::Tensor &w, const paddle::Tensor &w_scale,
+                                                  const paddle::Tensor &w_shift, const paddle::Tensor &b) {
+  PD_CHECK(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32, "bert_linear_int8 takes float32 x on the CPU");
+  PD_CHECK(w.dtype() == paddle::DataType::INT8, "bert_linear_int8 takes int8 weights");
+  PD_CHECK(x.shape().size() == 2 && w.shape().size() == 2 && x.shape()[1] == w.shape()[0],
+           "bert_linear_int8 takes x [M, K] and w [K, N]");
+  const int64_t m = x.shape()[0], k = x.shape()[1], n = w.shape()[1];
+  PD_CHECK(x_factor.numel() == k && w_scale.numel() == n && w_shift.numel() == n && b.numel() == n,
+           "bert_linear_int8 takes x_factor of [K], and w_scale, w_shift and b of [N]");
+  auto out = paddle::empty({m, n}, paddle::DataType::FLOAT32, paddle::CPUPlace());
+  if (m == 0) return {out};
+  std::unique_ptr<uint8_t[]> xq(new uint8_t[m * k]);  // Not zeroed: every byte is written.
+  std::vector<float> x_scale(static_cast<size_t>(m));
+  MathThreadsScope threads;
+  ParallelOnOneDnnThreads(m, [&](int64_t begin, int64_t end) {
+    QuantizeRows(x.data<float>(), x_factor.data<float>(), begin, end, k, xq.get(), x_scale.data());
+  });
+  MatMulInt8(xq.get(), x_scale.data(), w.data<int8_t>(), w_scale.data<float>(), w_shift.data<float>(),
+             b.data<float>(), out.data<float>(), m, k, n);
+  return {out};
+}
+
+std::vector<std::vector<int64_t>> BertLinearInt8InferShape(const std::vector<int64_t> &x,
+                                                           const std::vector<int64_t> &x_factor,
+                                                           const std::vector<int64_t> &w,
+                                                           const std::vector<int64_t> &w_scale,
+                                                           const std::vector<int64_t> &w_shift,
+                                                           const std::vector<int64_t> &b) {
+  return {{x[0], w[1]}};
+}
+
+std::vector<paddle::DataType> BertLinearInt8InferDtype(const paddle::DataType &x, const paddle::DataType &x_factor,
+                                                       const paddle::DataType &w,
+                                                       const paddle::DataType &w_scale,
+                                                       const paddle::DataType &w_shift,
+                                                       const paddle::DataType &b) {
+  return {x};
+}
+
+PD_BUILD_OP(bert_linear_int8)
+    .Inputs({"X", "XFactor", "W", "WScale", "WShift", "B"})
+    .Outputs({"Out"})
+    .SetKernelFn(PD_KERNEL(BertLinearInt8Forward))
+    .SetInferShapeFn(PD_INFER_SHAPE(BertLinearInt8InferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(BertLinearInt8InferDtype));
