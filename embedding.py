@@ -9,12 +9,11 @@
 
 How it runs, and why (measured on a 2-core AVX-512 EPYC, BERT-Large, see ``bench/``):
 
-- The network is exported once as a Paddle inference model (PIR ``.json`` + ``.pdiparams``)
-  and run by a ``paddle.inference`` predictor: oneDNN on the CPU with one math thread per
-  CPU this process may use, or the GPU. The export is cached on disk, keyed by the weights'
-  identity, the configuration and the Paddle version, so later processes skip it; its
-  weights pass through a private scope that is dropped right after, so the process holds
-  them once (in the predictor).
+- The network is exported once as a Paddle inference model (:mod:`.inference_model`, cached
+  on disk for weights dirs) and run by a ``paddle.inference`` predictor: oneDNN on the CPU
+  with one math thread per CPU this process may use, or the GPU. The export's weights pass
+  through a private scope that is dropped right after, so the process holds them once (in
+  the predictor).
 - The exported graph is :func:`network.build_program` for inference: no dropout ops at all,
   and the encoder runs on ``[batch*seq, hidden]`` rows, so each projection is one GEMM
   (up to 1.8x faster for short texts than one GEMM per sample).
@@ -31,22 +30,22 @@ How it runs, and why (measured on a 2-core AVX-512 EPYC, BERT-Large, see ``bench
   is cut to its real length and copied out, so results never pin a padded batch.
 - ``precision="bf16"`` runs oneDNN's bfloat16 kernels (about 2x faster) on CPUs with
   ``avx512_bf16`` or ``amx_bf16``; features agree with fp32 to a cosine of about 0.9999.
+- ``precision="int8"`` runs the int8 export: the encoder's dense layers multiply int8 weights
+  (quantized once per output column) by each row of activations quantized on its own range
+  (``kernels.linear_int8``, oneDNN's VNNI / AMX kernels), and keep a quarter of the fp32
+  weights' memory. Features are close to fp32, not equal (see ``bench/`` for the cosine on a
+  trained checkpoint); where this package's kernels can't run, it is the same arithmetic in
+  Paddle's float32 ops, slower than fp32.
 """
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import re
-import shutil
 import sys
-import tempfile
 import threading
-import types
 import typing
 import warnings
-import weakref
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -55,20 +54,15 @@ from .cache import CACHE_ENV, default_cache_dir
 from .device import available_cpus, cpu_supports_bf16, gpu_available
 from .feeder import FEED_NAMES, Feeder, check_int, normalize_samples
 from .memory import release_freed_memory
-from .weights import file_sha256
+from .calibration import calibration_batches
+from .inference_model import InferenceModels
 
-__all__ = ["CACHE_ENV", "PRECISIONS", "Embedder", "available_cpus", "cpu_supports_bf16", "default_cache_dir",
-           "export_inference_model"]
+__all__ = ["CACHE_ENV", "PRECISIONS", "Embedder", "available_cpus", "cpu_supports_bf16", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
-_PRECISION_ALIASES = {"fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16"}
-
-# Bump when the exported graph changes: cached exports made by older code are then not reused.
-_EXPORT_VERSION = 1
-_MODEL_PREFIX = "model"
-_INFO_FILE = "export.json"
+PRECISIONS = ("fp32", "bf16", "int8")
+_PRECISION_ALIASES = {"fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16", "int8": "int8"}
 
 # oneDNN passes that keep a repacked copy of the weights per input shape (see the module doc).
 _DELETED_ONEDNN_PASSES = ("fc_onednn_enable_pass", "matmul_add_act_fuse_pass")
@@ -138,54 +132,6 @@ def _indexed_from(offset):
         raise type(error)(message) from None
 
 
-# -- the exported inference model ----------------------------------------------------------------
-
-def export_inference_model(config, arrays, dest_dir):
-    """Writes the inference model of ``config`` with ``arrays`` (``{1.x name: array}``) to ``dest_dir``.
-
-    The weights go through a private scope, never ``paddle.static.global_scope()``, and the
-    scope is emptied before returning. Leaves Paddle's dynamic/static mode as it found it.
-    Returns the path prefix of ``<prefix>.json`` and ``<prefix>.pdiparams``.
-    """
-    import paddle
-
-    from .network import build_program, set_parameters, static_mode
-
-    prefix = os.path.join(dest_dir, _MODEL_PREFIX)
-    with static_mode():
-        bert = build_program(config, max_seq_len=None, trainable=False, training=False)
-        feeds = [bert.inputs[name] for name in FEED_NAMES]
-        fetches = [bert.outputs["pooled_output"], bert.outputs["sequence_output"]]
-        scope = paddle.static.Scope()
-        try:
-            set_parameters(bert.program, arrays, scope=scope)
-            executor = paddle.static.Executor(paddle.CPUPlace())
-            with paddle.static.scope_guard(scope):
-                paddle.static.save_inference_model(prefix, feeds, fetches, executor, program=bert.program)
-        finally:
-            # Scopes made from Python stay in Paddle's scope pool until the process exits, so
-            # dropping the object frees nothing: empty it.
-            scope.erase(list(scope.local_var_names()))
-    return prefix
-
-
-def _weights_dir_identity(weights_dir):
-    """What tells one weights dir's content from another's without reading 1.3 GB: the manifest and
-    configuration bytes, and each parameter file's name, size and modification time."""
-    identity = {}
-    for name in ("manifest.json", "bert_config.json"):
-        path = os.path.join(weights_dir, name)
-        identity[name] = file_sha256(path) if os.path.isfile(path) else None
-    params = os.path.join(weights_dir, "params")
-    entries = []
-    with os.scandir(params) as it:
-        for entry in sorted(it, key=lambda e: e.name):
-            stat = entry.stat()
-            entries.append([entry.name, stat.st_size, stat.st_mtime_ns])
-    identity["params"] = entries
-    return identity
-
-
 # -- the embedder --------------------------------------------------------------------------------
 
 class Embedder:
@@ -197,7 +143,8 @@ class Embedder:
         weights: a weights dir (path; its export is cached on disk), a mapping ``{1.x name:
             float32 array}``, or a callable returning such a mapping or ``(config, mapping)``.
             Read only when the first predictor is built, and not kept: a mapping is exported
-            to a private temporary folder that lives as long as this object.
+            to a private temporary folder that lives as long as this object
+            (:class:`.inference_model.InferenceModels`).
         cache_dir: where exports of weights dirs are kept (default :func:`default_cache_dir`);
             ``False`` keeps none (a temporary export per object instead).
         num_threads: CPU math threads; default: every CPU this process may use, looked up
@@ -220,13 +167,11 @@ class Embedder:
                             f"got {type(weights).__name__}")
         self.config = config
         self.tokenizer = tokenizer
-        self._weights = weights
-        self._cache_dir = cache_dir
+        self._models = InferenceModels(config, weights, cache_dir,
+                                       calibration=lambda: calibration_batches(tokenizer, config))
         self._num_threads = None if num_threads is None else check_int("num_threads", num_threads, 1)
         self._rows_per_pass = None if rows_per_pass is None else check_int("rows_per_pass", rows_per_pass, 0)
         self._lock = threading.RLock()
-        self._model_prefix = None  # Path prefix of the exported model once there is one.
-        self._model_in_cache = False  # Whether that export is a shared cache entry (else private).
         self._predictor = None
         self._predictor_key = None
         self._outputs = None  # (pooled handle, sequence handle) of the current predictor.
@@ -236,7 +181,8 @@ class Embedder:
         self.predictor_builds = 0
 
     def __repr__(self):
-        source = self._weights if isinstance(self._weights, str) else type(self._weights).__name__
+        weights = self._models.weights
+        source = weights if isinstance(weights, str) else type(weights).__name__
         return f"{type(self).__name__}(weights={source!r}, predictor={self._predictor_key})"
 
     # -- public API ---------------------------------------------------------------------------
@@ -253,7 +199,8 @@ class Embedder:
                 truncated, the longer part of a pair first.
             use_gpu: run on the GPU when Paddle has CUDA and a device; otherwise a warning
                 (once per object) and the CPU.
-            precision: ``"fp32"``, or ``"bf16"`` for oneDNN bfloat16 on CPUs that support it.
+            precision: ``"fp32"``; ``"bf16"`` for oneDNN bfloat16 on CPUs that support it;
+                ``"int8"`` for int8 products in the encoder's dense layers (CPU only).
             show_progress: ``None`` shows a progress bar on stderr when it is a terminal and
                 the job has several batches; ``True``/``False`` force it on/off.
             prepacked_weights: fp32 on the CPU only (ignored otherwise): run the projections
@@ -430,17 +377,15 @@ class Embedder:
         if self._predictor is not None and key == self._predictor_key:
             return self._predictor
         self.close()  # Free the old one first.
-        prefix = self._ensure_model()
+        graph = "int8" if precision == "int8" else "float"
+        if graph == "int8":
+            self._check_int8_kernel()
         try:
-            predictor = self._create_predictor(prefix, key)
+            predictor = self._create_predictor(self._models.prefix(graph), key)
         except Exception:
-            if not self._model_in_cache:
+            if not self._models.discard(graph):  # A damaged cache entry is exported again, once.
                 raise
-            # A damaged cache entry: export again once.
-            log.warning("could not load the cached inference model at %s; exporting it again", prefix)
-            shutil.rmtree(os.path.dirname(prefix), ignore_errors=True)
-            self._model_prefix, self._model_in_cache = None, False
-            predictor = self._create_predictor(self._ensure_model(), key)
+            predictor = self._create_predictor(self._models.prefix(graph), key)
         outputs = [predictor.get_output_handle(name) for name in predictor.get_output_names()]
         # The model is saved with fetches (pooled, sequence); tell them apart by rank all the same.
         outputs.sort(key=lambda handle: len(handle.shape()))
@@ -448,6 +393,17 @@ class Embedder:
         self.predictor_builds += 1
         release_freed_memory()  # What loading and optimizing the program allocated for a while.
         return predictor
+
+    @staticmethod
+    def _check_int8_kernel():
+        """Registers ``bert_linear_int8`` in this process (a predictor loads it by name), or warns
+        that int8 runs on the slow fallback."""
+        from . import kernels
+
+        if not kernels.available():
+            warnings.warn("precision='int8': this package's kernels can't run here (see the log), so int8 runs "
+                          "the same arithmetic in Paddle's float32 ops, slower than fp32", RuntimeWarning,
+                          stacklevel=4)
 
     @staticmethod
     def _create_predictor(prefix, key):
@@ -477,96 +433,3 @@ class Embedder:
         log.debug("building a Paddle Inference predictor (%s, %s, %d threads) from %s", device, precision,
                  threads, prefix)
         return inference.create_predictor(config)
-
-    # -- the exported model -------------------------------------------------------------------
-
-    def _cache_root(self):
-        if self._cache_dir is False:
-            return None
-        return os.path.abspath(os.path.expanduser(os.fspath(self._cache_dir))) if self._cache_dir else \
-            default_cache_dir()
-
-    def _ensure_model(self):
-        if self._model_prefix is not None:
-            return self._model_prefix
-        root = self._cache_root() if isinstance(self._weights, str) else None
-        if root is not None:
-            try:
-                self._model_prefix = self._cached_export(root)
-                self._model_in_cache = True
-                return self._model_prefix
-            except OSError as e:
-                log.warning("cannot use the inference cache %s (%s); exporting to a temporary folder", root, e)
-        # A private export, removed with this object.
-        folder = tempfile.mkdtemp(prefix="bert_cased_L_24_H_1024_A_16-inference-")
-        weakref.finalize(self, shutil.rmtree, folder, True)
-        export_inference_model(self.config, self._load_arrays(), folder)
-        if isinstance(self._weights, Mapping):
-            self._weights = types.MappingProxyType({})  # Exported for good: do not keep the caller's arrays alive.
-        release_freed_memory()
-        self._model_prefix = os.path.join(folder, _MODEL_PREFIX)
-        self._model_in_cache = False
-        return self._model_prefix
-
-    def _cache_key(self):
-        import paddle
-
-        description = {
-            "export_version": _EXPORT_VERSION,
-            "paddle": [paddle.__version__, paddle.version.commit],
-            "config": self.config.to_dict(),
-            "weights_dir": self._weights,
-            "weights": _weights_dir_identity(self._weights),
-        }
-        blob = json.dumps(description, sort_keys=True).encode("utf-8")
-        return hashlib.sha256(blob).hexdigest()[:24]
-
-    def _cached_export(self, root):
-        key = self._cache_key()
-        entry = os.path.join(root, key)
-        prefix = os.path.join(entry, _MODEL_PREFIX)
-        if all(os.path.isfile(prefix + suffix) for suffix in (".json", ".pdiparams")):
-            return prefix
-        os.makedirs(root, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root)
-        try:
-            log.debug("exporting the inference model of %s to %s", self._weights, entry)
-            export_inference_model(self.config, self._load_arrays(), tmp)
-            release_freed_memory()
-            with open(os.path.join(tmp, _INFO_FILE), "w", encoding="utf-8") as f:
-                json.dump({"weights_dir": self._weights, "key": key}, f, indent=2)
-            try:
-                os.rename(tmp, entry)
-            except OSError:
-                if not os.path.isfile(prefix + ".pdiparams"):  # Not another process winning the race.
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        self._prune_cache(root, keep=key)
-        return prefix
-
-    def _prune_cache(self, root, keep):
-        """Removes older exports of the same weights dir (other content, config or Paddle version)."""
-        for name in os.listdir(root):
-            if name == keep or name.startswith("."):
-                continue
-            try:
-                with open(os.path.join(root, name, _INFO_FILE), encoding="utf-8") as f:
-                    info = json.load(f)
-            except (OSError, ValueError):
-                continue
-            if info.get("weights_dir") == self._weights:
-                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-
-    def _load_arrays(self):
-        weights = self._weights
-        if isinstance(weights, str):
-            from .weights import load_weights
-
-            config, arrays = load_weights(weights)
-        else:
-            loaded = weights() if callable(weights) and not isinstance(weights, Mapping) else weights
-            config, arrays = loaded if isinstance(loaded, tuple) else (None, loaded)
-        if config is not None and config != self.config:
-            raise ValueError(f"the weights' configuration {config} differs from the embedder's {self.config}")
-        return arrays

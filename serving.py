@@ -49,7 +49,7 @@ PARAMETERS = {
     "batch_size": (1, f"int from 1 to {MAX_BATCH_SIZE}"),
     "max_seq_len": (512, "int from 1 to 512: tokens per sample, [CLS]/[SEP] included; longer input is truncated"),
     "use_gpu": (False, "bool: run on the GPU (only on a server that has one)"),
-    "precision": ("fp32", '"fp32" or "bf16" (oneDNN bfloat16, on CPUs that have it)'),
+    "precision": ("fp32", '"fp32", "bf16" (oneDNN bfloat16, on CPUs that have it) or "int8" (int8 products)'),
     "return_sequence": (True, "bool: include sequence_output (one feature per token)"),
     "return_tokens": (False, "bool: include the tokens each feature belongs to"),
 }
@@ -126,7 +126,7 @@ def validate_request(kwargs):
         "batch_size": _check_int(kwargs, "batch_size", 1, MAX_BATCH_SIZE),
         "max_seq_len": _check_int(kwargs, "max_seq_len", 1, 512),
         "use_gpu": _check_bool(kwargs, "use_gpu"),
-        "precision": _check_choice(kwargs, "precision", ("fp32", "bf16")),
+        "precision": _check_choice(kwargs, "precision", ("fp32", "bf16", "int8")),
         "return_sequence": _check_bool(kwargs, "return_sequence"),
         "return_tokens": _check_bool(kwargs, "return_tokens"),
     }

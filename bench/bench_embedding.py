@@ -22,7 +22,7 @@ What it does, in one process:
    is freed before the next; RSS is reported after each row):
    - ours: ``get_embedding(texts, batch_size=B)`` fp32 (Paddle Inference + oneDNN), the same with
      ``prepacked_weights=True``, ``precision="bf16"`` (on CPUs with avx512_bf16/amx_bf16), and
-     ``precision="int8"`` when the package offers it (``"int8" in embedding.PRECISIONS``);
+     ``precision="int8"``;
    - torch: the ``BertModel`` under ``torch.inference_mode()`` in fp32; bf16 both under
      ``torch.autocast("cpu", dtype=torch.bfloat16)`` and as a bf16 model (``model.bfloat16()``), the
      faster of the two being the bf16 reference;
@@ -216,7 +216,7 @@ def goals(rows, ceiling):
     add(f"speed: ours bf16 / best torch bf16{best}", speed("ours bf16", torch_bf16), 1.3,
         missing="not measured (no avx512_bf16/amx_bf16, or --skip-bf16)")
     add("speed: ours int8 / ORT int8", speed("ours int8", ort_int8), 1.0,
-        missing="not measured (the package has no precision='int8')")
+        missing="not measured")
     for label, peer, target, precision in (("fp32 / ORT fp32 fused", ort_fp32, 1.1, "fp32"),
                                            ("bf16 / best torch bf16", torch_bf16, 1.3, "bf16")):
         rate = ceiling.get(precision)
@@ -277,8 +277,8 @@ def print_mix(mix, data, config, args, threads, peak, probes):
           "on trained weights are lower)")
 
 
-def measure_ours(measure, module, batch_size, max_seq_len, bf16, precisions):
-    """Our rows: fp32, fp32 with prepacked weights, bf16 (on CPUs that have it), int8 (if the package has it)."""
+def measure_ours(measure, module, batch_size, max_seq_len, bf16):
+    """Our rows: fp32, fp32 with prepacked weights, bf16 (on CPUs that have it), int8."""
     def run(**options):
         return lambda texts: module.get_embedding(texts, batch_size=batch_size, max_seq_len=max_seq_len, **options)
 
@@ -286,8 +286,7 @@ def measure_ours(measure, module, batch_size, max_seq_len, bf16, precisions):
     measure("ours fp32 prepacked", run(precision="fp32", prepacked_weights=True), vs="ours fp32")
     if bf16:
         measure("ours bf16", run(precision="bf16"), vs="ours fp32")
-    if "int8" in precisions:  # A precision the package may offer later.
-        measure("ours int8", run(precision="int8"), vs="ours fp32")
+    measure("ours int8", run(precision="int8"), vs="ours fp32")
 
 
 def main(argv=None):
@@ -414,7 +413,7 @@ def main(argv=None):
                 print(f"  {name} ({mix}): {watch.seconds:.2f} s (other processes used {watch.foreign:.0%} of the "
                       f"CPUs), RSS {row['rss_gb']:.2f} GB", flush=True)
 
-        measure_ours(measure, module, args.batch_size, args.max_seq_len, bf16, embedding.PRECISIONS)
+        measure_ours(measure, module, args.batch_size, args.max_seq_len, bf16)
         del module, feeder
         gc.collect()
         peers.measure_torch(measure, hf_model, hf_tokenizer, args.batch_size, args.max_seq_len, bf16,

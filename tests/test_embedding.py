@@ -13,7 +13,7 @@ import numpy as np
 import paddle
 import pytest
 
-from bert_cased_L_24_H_1024_A_16 import embedding, network
+from bert_cased_L_24_H_1024_A_16 import embedding, inference_model, network
 from bert_cased_L_24_H_1024_A_16.device import gpu_available
 from bert_cased_L_24_H_1024_A_16.embedding import Embedder
 from bert_cased_L_24_H_1024_A_16.feeder import Feeder, normalize_samples
@@ -210,7 +210,7 @@ def test_a_bad_sample_deep_in_a_stream_is_named_by_its_index(embedders):
     ({"max_seq_len": 513}, ValueError, "max_seq_len must be an int from 1 to 512, got 513"),
     ({"max_seq_len": "32"}, ValueError, "max_seq_len must be an int from 1 to 512, got '32'"),
     ({"max_seq_len": 1}, ValueError, "max_seq_len must be an int >= 2, got 1"),  # The feeder's bound.
-    ({"precision": "fp16"}, ValueError, "precision must be one of ('fp32', 'bf16'), got 'fp16'"),
+    ({"precision": "fp16"}, ValueError, "precision must be one of ('fp32', 'bf16', 'int8'), got 'fp16'"),
     ({"use_gpu": "false"}, TypeError, "use_gpu must be True or False, got 'false'"),
     ({"show_progress": 1}, TypeError, "show_progress must be True, False or None, got 1"),
     ({"prepacked_weights": "yes"}, TypeError, "prepacked_weights must be True or False, got 'yes'"),
@@ -351,7 +351,7 @@ def test_weights_dir_export_is_cached_keyed_and_pruned(tokenizer, tmp_path, monk
         np.testing.assert_array_equal(s, ms)
 
     # A second embedder (a new process, say) loads the export without reading the weights again.
-    monkeypatch.setattr(embedding, "export_inference_model", lambda *a: pytest.fail("exported again"))
+    monkeypatch.setattr(inference_model, "export_inference_model", lambda *a: pytest.fail("exported again"))
     again = Embedder(config, tokenizer, weights_dir, cache_dir=str(cache)).embed(TEXTS[:2], max_seq_len=32)
     np.testing.assert_array_equal(again[1][1], from_dir[1][1])
     monkeypatch.undo()
@@ -409,7 +409,7 @@ def test_benchmark_runs_in_quick_mode(tmp_path):
     text = out.stdout
     # ORT's BERT fusion fused every attention layer of the tiny model (2), with no warning.
     assert re.search(r"ORT BERT fusion .*\bAttention 2\b", text) and "WARNING" not in text, text
-    rows = ["ours fp32", "ours fp32 prepacked", "torch fp32", "ORT fp32 fused", "ORT int8"]
+    rows = ["ours fp32", "ours fp32 prepacked", "ours int8", "torch fp32", "ORT fp32 fused", "ORT int8"]
     if embedding.cpu_supports_bf16():
         rows += ["ours bf16", "torch bf16 autocast", "torch bf16 weights"]
     with open(tmp_path / "b.json") as f:
@@ -427,6 +427,7 @@ def test_benchmark_runs_in_quick_mode(tmp_path):
         # Same weights, same tokens: fp32 features agree, and int8 stays close on random weights.
         assert re.search(r"ours fp32 vs torch fp32, token features max \|diff\| +\S+ +goal <= 0.0001: PASS", goals)
         assert re.search(r"ORT int8 vs ORT fp32, pooled cosine \(min\) +0\.99\d+ +goal >= 0.998: PASS", goals)
+        assert re.search(r"ours int8 vs ours fp32, pooled cosine \(min\) +0\.99\d+ +goal >= 0.998: PASS", goals)
         if embedding.cpu_supports_bf16():
             assert re.search(r"speed: ours bf16 / best torch bf16 \(torch bf16 \w+\) +[0-9.]+x +goal >= 1.3: ", goals)
             assert re.search(r"ours bf16 vs ours fp32, pooled cosine \(min\) +0\.99\d+ +goal >= 0.999: PASS", goals)

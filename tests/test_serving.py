@@ -47,7 +47,7 @@ def test_a_good_request_is_completed_with_defaults():
     ({"texts": [["a"]], "max_seq_len": 513}, "max_seq_len must be an integer from 1 to 512, got 513"),
     ({"texts": [["a"]], "use_gpu": "yes"}, "use_gpu must be true or false, got 'yes'"),
     ({"texts": [["a"]], "return_tokens": 1}, "return_tokens must be true or false, got 1"),
-    ({"texts": [["a"]], "precision": "int8"}, 'precision must be one of "fp32", "bf16", got \'int8\''),
+    ({"texts": [["a"]], "precision": "fp16"}, 'precision must be one of "fp32", "bf16", "int8", got \'fp16\''),
     ({"texts": [["a"]], "precision": ["bf16"]}, "precision must be one of"),
 ])
 def test_malformed_requests_are_refused_with_a_message(kwargs, message):
