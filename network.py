@@ -75,8 +75,9 @@ class _Int8Dense(nn.Layer):
     ``name.w_0_shift`` float32 ``[out]``, ``name.b_0`` float32 ``[out]``.
     """
 
-    def __init__(self, name, in_size, out_size):
+    def __init__(self, name, in_size, out_size, gelu=False):
         super().__init__()
+        self.gelu = gelu  # The kernel applies GELU to its output.
 
         def parameter(suffix, shape, dtype):
             return self.create_parameter(shape, attr=paddle.ParamAttr(name=HUB_PREFIX + name + suffix, trainable=False),
@@ -89,7 +90,7 @@ class _Int8Dense(nn.Layer):
         self.bias = parameter(".b_0", [out_size], "float32")
 
     def forward(self, x):
-        return kernels.linear_int8(x, self.factor, self.weight, self.scale, self.shift, self.bias)
+        return kernels.linear_int8(x, self.factor, self.weight, self.scale, self.shift, self.bias, self.gelu)
 
 
 def _layer_norm(config, trainable, name, use_kernel=False):
@@ -134,9 +135,9 @@ class _EncoderLayer(nn.Layer):
         prefix = f"encoder_layer_{index}_"
         self.num_heads, self.head_size = config.num_attention_heads, config.head_size
 
-        def dense(name, in_size, out_size):
+        def dense(name, in_size, out_size, gelu=False):
             if int8:
-                return _Int8Dense(prefix + name, in_size, out_size)
+                return _Int8Dense(prefix + name, in_size, out_size, gelu)
             return _linear(config, trainable, prefix + name, in_size, out_size, use_kernels)
 
         if int8:  # One product for the three projections: each row is quantized once.
@@ -147,7 +148,7 @@ class _EncoderLayer(nn.Layer):
             self.value = dense("multi_head_att_value_fc", h, h)
         self.attention_output = dense("multi_head_att_output_fc", h, h)
         self.attention_norm = _layer_norm(config, trainable, prefix + "post_att_layer_norm", use_kernels)
-        self.ffn_in = dense("ffn_fc_0", h, ffn)
+        self.ffn_in = dense("ffn_fc_0", h, ffn, gelu=True)
         self.ffn_out = dense("ffn_fc_1", ffn, h)
         self.ffn_norm = _layer_norm(config, trainable, prefix + "post_ffn_layer_norm", use_kernels)
         self.attention_dropout = _Dropout(config.attention_probs_dropout_prob, use_kernels)
@@ -168,7 +169,10 @@ class _EncoderLayer(nn.Layer):
         probs = self.attention_dropout(F.softmax(scores, axis=-1))
         context = paddle.matmul(probs, v).transpose([0, 2, 1, 3]).reshape([-1, self.num_heads * self.head_size])
         x = self.attention_norm(x + self.hidden_dropout(self.attention_output(context)))
-        hidden = self.ffn_out(F.gelu(self.ffn_in(x), approximate=False))
+        hidden = self.ffn_in(x)
+        if not getattr(self.ffn_in, "gelu", False):  # An int8 layer applies it itself.
+            hidden = F.gelu(hidden, approximate=False)
+        hidden = self.ffn_out(hidden)
         return self.ffn_norm(x + self.hidden_dropout(hidden))
 
 

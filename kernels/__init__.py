@@ -77,14 +77,16 @@ def linear(x, weight, bias, bf16=False):
     return F.linear(x, weight, bias)
 
 
-def linear_int8(x, factor, weight, scale, shift, bias):
+def linear_int8(x, factor, weight, scale, shift, bias, gelu=False):
     """A dense layer with int8 products, for inference: ``x`` ``[M, K]`` float32, and the quantized
     layer of :func:`..weights.quantize.quantize_dense`: ``factor`` ``[K]`` float32, ``weight``
     ``[K, N]`` int8, ``scale`` and ``shift`` ``[N]`` float32; ``bias`` ``[N]`` float32. Returns
     float32 ``[M, N]``:
 
         ``out[m, n] = sx[m] * scale[n] * sum_k round(x[m, k] * factor[k] / sx[m]) * weight[k, n] + bias[n]``,
-        ``sx[m] = max_k |x[m, k] * factor[k]| / 127``.
+        ``sx[m] = max_k |x[m, k] * factor[k]| / 127``,
+
+    followed by the exact (erf) GELU when ``gelu``.
 
     Runs ``bert_linear_int8`` where it is available, else the same arithmetic in Paddle's float32
     ops (``shift`` is the kernel's own correction and unused there; ties may round the other way).
@@ -92,13 +94,15 @@ def linear_int8(x, factor, weight, scale, shift, bias):
     if len(x.shape) == 2 and available():
         from paddle import _C_ops
 
-        return _C_ops._run_custom_op(LINEAR_INT8_OP, x, factor, weight, scale, shift, bias)[0]
+        return _C_ops._run_custom_op(LINEAR_INT8_OP, x, factor, weight, scale, shift, bias, bool(gelu))[0]
     import paddle
+    import paddle.nn.functional as F
 
     x = x * factor
     step = paddle.clip(paddle.max(paddle.abs(x), axis=-1, keepdim=True) / 127.0, min=1e-30)
     integers = paddle.round(x / step)
-    return paddle.matmul(integers, weight.astype("float32")) * (step * scale) + bias
+    out = paddle.matmul(integers, weight.astype("float32")) * (step * scale) + bias
+    return F.gelu(out) if gelu else out
 
 
 def layer_norm(x, scale, bias, epsilon):

