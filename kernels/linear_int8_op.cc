@@ -71,19 +71,82 @@ struct Attr {
 
 // The int8 matmul for one (M, K, N, gelu), made once: creating it took about 0.4 ms, near the time of
 // a 202 x 1024 x 1024 product. Each batch shape adds a few; past kMaxCached the cache starts over.
+dnnl_memory_desc_t AnyLayout(int64_t k, int64_t n) {
+  dnnl_memory_desc_t md = nullptr;
+  dnnl_dims_t dims = {1, k, n};
+  Check(dnnl_memory_desc_create_with_tag(&md, 3, dims, kS8, kFormatAny), "weights descriptor");
+  return md;
+}
+
+dnnl_memory_desc_t Clone(const_dnnl_memory_desc_t md) {
+  dnnl_memory_desc_t copy = nullptr;
+  Check(dnnl_memory_desc_clone(&copy, md), "descriptor copy");
+  return copy;
+}
+
 struct Int8MatMul {
   Desc x, w, out, per_row, per_column, w_scale;
   Attr attr;
   std::unique_ptr<Primitive> matmul;
+  std::unique_ptr<Desc> packed_w;  // The weights' layout that the product reads (oneDNN's choice).
   Int8MatMul(int64_t m, int64_t k, int64_t n, bool gelu)
-      : x({1, m, k}, kU8), w({1, k, n}, kS8), out({1, m, n}, kF32), per_row({1, m, 1}, kF32),
+      : x({1, m, k}, kU8), w(AnyLayout(k, n)), out({1, m, n}, kF32), per_row({1, m, 1}, kF32),
         per_column({1, 1, n}, kF32), w_scale({n}, kF32), attr(per_row, per_column, gelu) {
     dnnl_primitive_desc_t pd = nullptr;
     Check(dnnl_matmul_primitive_desc_create(&pd, GetRuntime().engine, x.md, w.md, per_column.md, out.md, attr.attr),
           "int8 matmul descriptor");
     matmul.reset(new Primitive(pd));
+    packed_w.reset(new Desc(Clone(dnnl_primitive_desc_query_md(pd, kQueryWeightsMd, 0))));
   }
 };
+
+// The weights wq [K, N] repacked once into the layout a product reads, instead of at every call
+// (which cost up to a third of a 202 x 1024 x 4096 product). Entries are found by the weights'
+// address and checked against their per-column scale and shift, which differ between any two
+// weight matrices in practice, so that memory reused for other weights never reads a stale pack.
+struct PackedWeights {
+  std::vector<float> fingerprint;  // scale[N], then shift[N]
+  Desc layout;
+  std::unique_ptr<int8_t[]> data;
+  PackedWeights(std::vector<float> print, const_dnnl_memory_desc_t md)
+      : fingerprint(std::move(print)), layout(Clone(md)), data(new int8_t[dnnl_memory_desc_get_size(md)]) {}
+};
+
+constexpr size_t kMaxPacked = 1024;  // About ten BERT-Large models' layers at a layout each.
+
+const int8_t *Packed(const int8_t *wq, const float *w_scale, const float *w_shift, int64_t k, int64_t n,
+                     const Desc &layout) {
+  static std::mutex mutex;
+  static std::map<const void *, std::vector<std::unique_ptr<PackedWeights>>> cache;
+  static size_t entries = 0;
+  std::vector<float> print(w_scale, w_scale + n);
+  print.insert(print.end(), w_shift, w_shift + n);
+  std::lock_guard<std::mutex> lock(mutex);
+  std::vector<std::unique_ptr<PackedWeights>> &packs = cache[wq];
+  if (!packs.empty() && packs.front()->fingerprint != print) {  // Other weights at this address now.
+    entries -= packs.size();
+    packs.clear();
+  }
+  for (const std::unique_ptr<PackedWeights> &pack : packs) {
+    if (dnnl_memory_desc_equal(pack->layout.md, layout.md)) return pack->data.get();
+  }
+  if (entries >= kMaxPacked) {
+    for (auto &item : cache) item.second.clear();
+    entries = 0;
+  }
+  std::unique_ptr<PackedWeights> pack(new PackedWeights(std::move(print), layout.md));
+  Desc plain({1, k, n}, kS8);
+  dnnl_primitive_desc_t pd = nullptr;
+  Runtime &rt = GetRuntime();
+  Check(dnnl_reorder_primitive_desc_create(&pd, plain.md, rt.engine, pack->layout.md, rt.engine, nullptr),
+        "weights reorder descriptor");
+  Primitive reorder(pd);
+  Memory src(plain, const_cast<int8_t *>(wq)), dst(pack->layout, pack->data.get());
+  reorder.Run({{kArgSrc, src.mem}, {kArgDst, dst.mem}});
+  packs.push_back(std::move(pack));
+  ++entries;
+  return packs.back()->data.get();
+}
 
 constexpr size_t kMaxCached = 256;
 
@@ -110,7 +173,9 @@ void MatMulInt8(const uint8_t *xq, const float *x_scale, const int8_t *wq, const
                 const float *w_shift, const float *b, float *out, int64_t m, int64_t k, int64_t n, bool gelu) {
   Int8MatMul &op = CachedMatMul(m, k, n, gelu);
   auto p = [](const void *data) { return const_cast<void *>(data); };
-  Memory x_mem(op.x, p(xq)), w_mem(op.w, p(wq)), out_mem(op.out, out), shift_mem(op.per_column, p(w_shift));
+  const int8_t *packed = Packed(wq, w_scale, w_shift, k, n, *op.packed_w);
+  Memory x_mem(op.x, p(xq)), w_mem(*op.packed_w, p(packed)), out_mem(op.out, out);
+  Memory shift_mem(op.per_column, p(w_shift));
   Memory row_scale_mem(op.per_row, p(x_scale)), bias_mem(op.per_column, p(b)), w_scale_mem(op.w_scale, p(w_scale));
   op.matmul->Run({{kArgSrc, x_mem.mem}, {kArgWeights, w_mem.mem}, {kArgBias, shift_mem.mem}, {kArgDst, out_mem.mem},
                   {kArgAttrScales | kArgWeights, w_scale_mem.mem},

@@ -49,6 +49,12 @@ dnnl_status_t dnnl_stream_wait(dnnl_stream_t stream);
 dnnl_status_t dnnl_memory_desc_create_with_strides(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims,
                                                     int data_type, const dnnl_dims_t strides);
 dnnl_status_t dnnl_memory_desc_destroy(dnnl_memory_desc_t md);
+dnnl_status_t dnnl_memory_desc_create_with_tag(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims,
+                                               int data_type, int tag);
+dnnl_status_t dnnl_memory_desc_clone(dnnl_memory_desc_t *md, const_dnnl_memory_desc_t existing);
+size_t dnnl_memory_desc_get_size(const_dnnl_memory_desc_t md);
+int dnnl_memory_desc_equal(const_dnnl_memory_desc_t lhs, const_dnnl_memory_desc_t rhs);
+const_dnnl_memory_desc_t dnnl_primitive_desc_query_md(const_dnnl_primitive_desc_t pd, int what, int index);
 dnnl_status_t dnnl_memory_create(dnnl_memory_t *memory, const_dnnl_memory_desc_t md, dnnl_engine_t engine,
                                  void *handle);
 dnnl_status_t dnnl_memory_destroy(dnnl_memory_t memory);
@@ -90,6 +96,8 @@ constexpr int kArgAttrScales = 4096;        // DNNL_ARG_ATTR_SCALES
 constexpr int kArgPostOpBase = 32768;       // DNNL_ARG_ATTR_MULTIPLE_POST_OP_BASE
 constexpr int kBinaryAdd = 0x1fff0, kBinaryMul = 0x1fff1;  // dnnl_binary_add, dnnl_binary_mul
 constexpr int kEltwiseGeluErf = 0x31;                     // dnnl_eltwise_gelu_erf
+constexpr int kFormatAny = 1;                             // dnnl_format_tag_any
+constexpr int kQueryWeightsMd = 131;                      // dnnl_query_weights_md
 
 inline void Check(dnnl_status_t status, const char *what) {
   PD_CHECK(status == 0, "oneDNN ", what, " failed with status ", status);
@@ -176,6 +184,8 @@ struct Desc {
     for (int i = ndims - 1, stride = 1; i >= 0; stride *= static_cast<int>(shape[i]), --i) strides[i] = stride;
     Check(dnnl_memory_desc_create_with_strides(&md, ndims, shape, dtype, strides), "memory descriptor");
   }
+  // Takes ownership of `owned`.
+  explicit Desc(dnnl_memory_desc_t owned) : md(owned) {}
   Desc(const Desc &) = delete;
   ~Desc() { dnnl_memory_desc_destroy(md); }
 };
