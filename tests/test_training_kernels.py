@@ -6,7 +6,6 @@ import numpy as np
 import paddle
 import pytest
 
-from bert_cased_L_24_H_1024_A_16 import device
 from bert_cased_L_24_H_1024_A_16.module import BertCasedLarge
 from bert_cased_L_24_H_1024_A_16.weights.names import HUB_PREFIX, huggingface_names
 
