@@ -167,6 +167,14 @@ def test_calibration_measures_each_dense_input(tokenizer):
     assert all(np.all(r >= 0) and r.max() > 0 for r in ranges.values())
 
 
+def test_missing_calibration_texts_are_named(tokenizer, tmp_path, monkeypatch):
+    from bert_cased_L_24_H_1024_A_16 import calibration
+
+    monkeypatch.setattr(calibration, "CALIBRATION_TEXTS", str(tmp_path / "gone.txt"))
+    with pytest.raises(FileNotFoundError, match="int8 calibration texts are missing.*reinstall"):
+        calibration_batches(tokenizer, TINY_CONFIGS["tiny"])
+
+
 def test_int8_features_follow_fp32_and_the_float_export_is_kept(tokenizer, tmp_path):
     config = TINY_CONFIGS["tiny"]
     weights_dir = install_weights(random_arrays(config, seed=3), config, tmp_path / "weights")
