@@ -39,8 +39,9 @@ def export_inference_model(config, arrays, dest_dir, graph="float", calibration=
     """Writes the inference model of ``config`` with ``arrays`` (``{1.x name: float32 array}``) to ``dest_dir``.
 
     ``graph="int8"`` quantizes the encoder's dense layers first, smoothed with their input ranges
-    over ``calibration`` (feed dicts, :func:`calibration.calibration_batches`) unless it is None. The weights go through a private
-    scope, never ``paddle.static.global_scope()``, and the scope is emptied before returning.
+    over ``calibration`` (feed dicts, :func:`calibration.calibration_batches`) unless it is None.
+    The weights go through a private scope, never ``paddle.static.global_scope()``, and the scope
+    is emptied before returning.
     Leaves Paddle's dynamic/static mode as it found it. Returns the path prefix of
     ``<prefix>.json`` and ``<prefix>.pdiparams``.
     """

@@ -1,17 +1,17 @@
 // bert_linear_int8: a dense layer for inference with int8 products (dynamic quantization).
 //   out[m, n] = sx[m] * sw[n] * sum_k xq[m, k] * wq[k, n] + b[n],  xq[m, k] = round(x[m, k] * f[k] / sx[m])
-// Weights are quantized once, ahead of time (weights/quantize.py): wq[K, N] int8, symmetric per
-// output column, sw[N] = max_k |w[k, n]| / 127, from w[k, n] / f[k]. f[K] moves the spread of
-// input channels that run large into the weights (SmoothQuant), so that the other channels keep
-// their precision. Each call quantizes every row of x * f on its own range, sx[m] =
-// max_k |x[m, k] * f[k]| / 127, and stores it shifted by 128 as uint8, because AVX512-VNNI
-// multiplies uint8 by int8. oneDNN's matmul takes the products into int32 and does the rest in its
-// epilogue, given wshift[n] = -128 * sw[n] * sum_k wq[k, n] (the shift's share, made at export):
+// Weights are quantized once, ahead of time (weights/quantize.py): wq[K, N] int8 from w[k, n] / f[k],
+// symmetric per output column, sw[n] = max_k |w[k, n] / f[k]| / 127. f[K] moves the spread of input
+// channels that run large into the weights (SmoothQuant), so that the other channels keep their
+// precision. Each call quantizes every row of x * f on its own range, sx[m] = max_k |x[m, k] f[k]| / 127,
+// and stores it shifted by 128 as uint8, because AVX512-VNNI multiplies uint8 by int8. oneDNN's
+// matmul takes the products into int32 and does the rest in its epilogue, given
+// wshift[n] = -128 * sw[n] * sum_k wq[k, n] (the shift's share, made at export):
 //   out = (sw[n] * acc[m, n] + wshift[n]) * sx[m] + b[n]
-// (weights scales, bias, then two binary post-ops), and with attribute gelu, the exact (erf) GELU
-// of that, which saves a pass over the feed-forward layer's activations. Per-row and per-column scales keep an outlier
-// row or column from costing the others precision; ONNX Runtime's dynamic quantization uses one
-// scale per tensor.
+// (weights scales, bias, then two binary post-ops), then with attribute gelu the exact (erf) GELU,
+// which saves a pass over the feed-forward layer's activations. Per-row and per-column scales keep
+// an outlier row or column from costing the others precision; ONNX Runtime's dynamic quantization
+// uses one scale per tensor. The weights are repacked once into the layout the product reads.
 //
 // Threads: MathThreads(), oneDNN's own OpenMP threads for the quantization too (threads.h).
 #include <algorithm>
@@ -41,7 +41,7 @@ void QuantizeRows(const float *x, const float *f, int64_t begin, int64_t end, in
     const float step = largest > 0.0f ? largest / 127.0f : 1.0f;
     const float inverse = 1.0f / step;
     uint8_t *out = xq + r * k;
-    // In [0.5, 255.5) before truncation: round half up of row / step, plus 128.
+    // Clamped to [1, 255.5], then truncated: round half up of the value / step, plus 128.
     for (int64_t c = 0; c < k; ++c) {
       float shifted = std::min(std::max(row[c] * f[c] * inverse + 128.5f, 1.0f), 255.5f);
       out[c] = static_cast<uint8_t>(static_cast<int32_t>(shifted));

