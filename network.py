@@ -148,7 +148,8 @@ class _EncoderLayer(nn.Layer):
             self.value = dense("multi_head_att_value_fc", h, h)
         self.attention_output = dense("multi_head_att_output_fc", h, h)
         self.attention_norm = _layer_norm(config, trainable, prefix + "post_att_layer_norm", use_kernels)
-        self.ffn_in = dense("ffn_fc_0", h, ffn, gelu=True)
+        self.ffn_in = dense("ffn_fc_0", h, ffn, gelu=True)  # An int8 layer applies GELU in its product.
+        self.ffn_in_applies_gelu = int8
         self.ffn_out = dense("ffn_fc_1", ffn, h)
         self.ffn_norm = _layer_norm(config, trainable, prefix + "post_ffn_layer_norm", use_kernels)
         self.attention_dropout = _Dropout(config.attention_probs_dropout_prob, use_kernels)
@@ -170,7 +171,7 @@ class _EncoderLayer(nn.Layer):
         context = paddle.matmul(probs, v).transpose([0, 2, 1, 3]).reshape([-1, self.num_heads * self.head_size])
         x = self.attention_norm(x + self.hidden_dropout(self.attention_output(context)))
         hidden = self.ffn_in(x)
-        if not getattr(self.ffn_in, "gelu", False):  # An int8 layer applies it itself.
+        if not self.ffn_in_applies_gelu:
             hidden = F.gelu(hidden, approximate=False)
         hidden = self.ffn_out(hidden)
         return self.ffn_norm(x + self.hidden_dropout(hidden))
