@@ -148,6 +148,19 @@ def dying_job(source, tmp_path_factory):
     return machines, start, _start_two_machines(machines, ["--batch_size", "2", "--out", "dead", "--die_at_step", "2"])
 
 
+def test_a_dying_worker_brings_both_machines_down_with_a_clear_message(dying_job):
+    # Runs before the next two-machine job starts, so that two jobs' launchers never run at once: in one CI
+    # run that overlapped, the other job's rank-0 launcher exited 250.
+    machines, start, launchers = dying_job
+    (code0, _), (code1, output1) = [_finish(p) for p in launchers]
+    assert time.monotonic() - start < 150  # Including the slow test it overlapped with (32 s asleep).
+    assert code1 != 0 and "code 3" in output1  # The launcher of the dead worker names it.
+    assert code0 != 0
+    worker0 = (machines[0][0] / "log" / "workerlog.0").read_text()
+    assert "rank 0 of 2: the gradient all-reduce failed (" in worker0
+    assert "most likely another worker died, see its log" in worker0
+
+
 def test_two_machines_without_a_shared_file_system_train_and_resume_one_model(source, reference, tmp_path):
     machines = [_machine(source, tmp_path / f"machine{rank}") for rank in (0, 1)]
     folders = [folder for folder, _ in machines]
@@ -164,14 +177,3 @@ def test_two_machines_without_a_shared_file_system_train_and_resume_one_model(so
     for rank in (0, 1):
         assert _max_difference(_params(folders[rank] / f"epoch2.rank{rank}.npz"), reference[1]) <= TOLERANCE
     assert not (folders[1] / "ckpt").exists()
-
-
-def test_a_dying_worker_brings_both_machines_down_with_a_clear_message(dying_job):
-    machines, start, launchers = dying_job
-    (code0, _), (code1, output1) = [_finish(p) for p in launchers]
-    assert time.monotonic() - start < 150  # Including the slow test it overlapped with (32 s asleep).
-    assert code1 != 0 and "code 3" in output1  # The launcher of the dead worker names it.
-    assert code0 != 0
-    worker0 = (machines[0][0] / "log" / "workerlog.0").read_text()
-    assert "rank 0 of 2: the gradient all-reduce failed (" in worker0
-    assert "most likely another worker died, see its log" in worker0
