@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .feeder import FEED_NAMES, Feeder
+from .feeder import Feeder
 
 __all__ = ["CALIBRATION_TEXTS", "calibration_batches", "dense_input_ranges"]
 
@@ -29,11 +29,7 @@ def calibration_batches(tokenizer, config):
     except OSError as e:
         raise FileNotFoundError(f"the int8 calibration texts are missing ({e}); reinstall the package") from None
     feeder = Feeder(tokenizer, max_seq_len=min(_MAX_SEQ_LEN, config.max_position_embeddings))
-    batches = []
-    for batch in feeder.batches(texts, _BATCH_SIZE):
-        width = int(batch.lengths.max())
-        batches.append({name: np.ascontiguousarray(batch.feeds[name][:, :width]) for name in FEED_NAMES})
-    return batches
+    return [batch.feeds for batch in feeder.batches(texts, _BATCH_SIZE)]  # Each padded to its longest text.
 
 
 def dense_input_ranges(config, arrays, batches):

@@ -24,8 +24,9 @@ mixed precision for the dense layers only, every tensor in the program stays flo
 The ops are built into one library, once per Paddle installation and source (under a minute, with
 g++), into ``<cache dir>/kernels``. Where it can't be built or used -- no compiler, Paddle without
 oneDNN, a GPU present, or ``BERT_CASED_L_24_H_1024_A_16_KERNELS=0`` -- :func:`linear` runs Paddle's
-matmul and add, :func:`linear_int8` the same quantized arithmetic in Paddle's float32 ops (slowly), :func:`layer_norm` Paddle's ``layer_norm``, :func:`dropout` Paddle's ``dropout`` and
-the optimizer Paddle's ``adamw_``: the same numbers in float32 (within rounding; dropout draws other
+matmul and add, :func:`linear_int8` the same quantized arithmetic in Paddle's float32 ops (slowly),
+:func:`layer_norm` Paddle's ``layer_norm``, :func:`dropout` Paddle's ``dropout`` and the optimizer
+Paddle's ``adamw_``: the same numbers in float32 (within rounding; dropout draws other
 masks from the same distribution), no bf16.
 """
 
@@ -37,9 +38,9 @@ import sys
 import tempfile
 import threading
 
-__all__ = ["ADAMW_OP", "DROPOUT_OP", "KERNELS_ENV", "LAYER_NORM_OP", "LINEAR_OP", "TRAINING_PRECISIONS", "adamw_",
-           "LINEAR_INT8_OP", "available", "check_training_precision", "dropout", "layer_norm", "linear", "linear_int8",
-           "set_linear_precision"]
+__all__ = ["ADAMW_OP", "DROPOUT_OP", "KERNELS_ENV", "LAYER_NORM_OP", "LINEAR_INT8_OP", "LINEAR_OP",
+           "TRAINING_PRECISIONS", "adamw_", "available", "check_training_precision", "dropout", "layer_norm",
+           "linear", "linear_int8", "set_linear_precision"]
 
 log = logging.getLogger(__name__)
 

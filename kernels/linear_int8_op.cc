@@ -69,8 +69,6 @@ struct Attr {
   }
 };
 
-// The int8 matmul for one (M, K, N, gelu), made once: creating it took about 0.4 ms, near the time of
-// a 202 x 1024 x 1024 product. Each batch shape adds a few; past kMaxCached the cache starts over.
 dnnl_memory_desc_t AnyLayout(int64_t k, int64_t n) {
   dnnl_memory_desc_t md = nullptr;
   dnnl_dims_t dims = {1, k, n};
@@ -84,6 +82,8 @@ dnnl_memory_desc_t Clone(const_dnnl_memory_desc_t md) {
   return copy;
 }
 
+// The int8 matmul for one (M, K, N, gelu), made once: creating it took about 0.4 ms, near the time of
+// a 202 x 1024 x 1024 product. Each batch shape adds a few; past kMaxCached the cache starts over.
 struct Int8MatMul {
   Desc x, w, out, per_row, per_column, w_scale;
   Attr attr;
@@ -105,11 +105,15 @@ struct Int8MatMul {
 // address and checked against their per-column scale and shift, which differ between any two
 // weight matrices in practice, so that memory reused for other weights never reads a stale pack.
 struct PackedWeights {
-  std::vector<float> fingerprint;  // scale[N], then shift[N]
+  std::vector<float> scale, shift;  // The fingerprint: the weights' per-column scale and shift.
   Desc layout;
   std::unique_ptr<int8_t[]> data;
-  PackedWeights(std::vector<float> print, const_dnnl_memory_desc_t md)
-      : fingerprint(std::move(print)), layout(Clone(md)), data(new int8_t[dnnl_memory_desc_get_size(md)]) {}
+  PackedWeights(const float *w_scale, const float *w_shift, int64_t n, const_dnnl_memory_desc_t md)
+      : scale(w_scale, w_scale + n), shift(w_shift, w_shift + n), layout(Clone(md)),
+        data(new int8_t[dnnl_memory_desc_get_size(md)]) {}
+  bool Fits(const float *w_scale, const float *w_shift) const {
+    return std::equal(scale.begin(), scale.end(), w_scale) && std::equal(shift.begin(), shift.end(), w_shift);
+  }
 };
 
 constexpr size_t kMaxPacked = 1024;  // About ten BERT-Large models' layers at a layout each.
@@ -119,11 +123,9 @@ const int8_t *Packed(const int8_t *wq, const float *w_scale, const float *w_shif
   static std::mutex mutex;
   static std::map<const void *, std::vector<std::unique_ptr<PackedWeights>>> cache;
   static size_t entries = 0;
-  std::vector<float> print(w_scale, w_scale + n);
-  print.insert(print.end(), w_shift, w_shift + n);
   std::lock_guard<std::mutex> lock(mutex);
   std::vector<std::unique_ptr<PackedWeights>> &packs = cache[wq];
-  if (!packs.empty() && packs.front()->fingerprint != print) {  // Other weights at this address now.
+  if (!packs.empty() && !packs.front()->Fits(w_scale, w_shift)) {  // Other weights at this address now.
     entries -= packs.size();
     packs.clear();
   }
@@ -134,7 +136,7 @@ const int8_t *Packed(const int8_t *wq, const float *w_scale, const float *w_shif
     for (auto &item : cache) item.second.clear();
     entries = 0;
   }
-  std::unique_ptr<PackedWeights> pack(new PackedWeights(std::move(print), layout.md));
+  std::unique_ptr<PackedWeights> pack(new PackedWeights(w_scale, w_shift, n, layout.md));
   Desc plain({1, k, n}, kS8);
   dnnl_primitive_desc_t pd = nullptr;
   Runtime &rt = GetRuntime();
@@ -155,15 +157,10 @@ Int8MatMul &CachedMatMul(int64_t m, int64_t k, int64_t n, bool gelu) {
   static std::map<std::array<int64_t, 4>, std::unique_ptr<Int8MatMul>> cache;
   std::lock_guard<std::mutex> lock(mutex);
   const std::array<int64_t, 4> key = {m, k, n, gelu};
-  std::unique_ptr<Int8MatMul> &entry = cache[key];
-  if (!entry) {
-    if (cache.size() > kMaxCached) {
-      cache.clear();
-      return *(cache[key] = std::unique_ptr<Int8MatMul>(new Int8MatMul(m, k, n, gelu)));
-    }
-    entry.reset(new Int8MatMul(m, k, n, gelu));
-  }
-  return *entry;
+  auto found = cache.find(key);
+  if (found != cache.end()) return *found->second;
+  if (cache.size() >= kMaxCached) cache.clear();
+  return *(cache[key] = std::unique_ptr<Int8MatMul>(new Int8MatMul(m, k, n, gelu)));
 }
 
 // out[M, N] = (w_scale * (xq . wq) + w_shift) * x_scale + b, on oneDNN's matmul. Every tensor is

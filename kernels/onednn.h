@@ -87,7 +87,6 @@ constexpr int kCpuEngine = 1;     // dnnl_cpu
 constexpr unsigned kInOrder = 1;  // dnnl_stream_in_order
 constexpr int kBf16 = 2;          // dnnl_bf16
 constexpr int kF32 = 3;           // dnnl_f32
-constexpr int kS32 = 4;           // dnnl_s32
 constexpr int kS8 = 5;            // dnnl_s8
 constexpr int kU8 = 6;            // dnnl_u8
 constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgBias = 41;
