@@ -38,6 +38,7 @@ import warnings
 import numpy as np
 import paddle
 
+from ..memory import release_freed_memory
 from .adamw import AdamW, ClipGradByGlobalNormInPlace
 
 __all__ = [
@@ -503,6 +504,8 @@ class Strategy:
         Each tensor keeps the place the startup put it on (some optimizers keep counters on the CPU).
         Scopes made from Python stay in Paddle's scope pool until the process exits, so the scratch
         scope is emptied as it goes: otherwise every stage would keep a second copy of the moments.
+        The freed copies are handed back to the OS at the end: glibc kept 0.95 GB of them (BERT-Large,
+        AdamW) in holes that a 128-token step could not reuse, and the step's peak RSS rose by 0.46 GB.
         """
         scratch = paddle.static.Scope()
         paddle.static.Executor(self._place).run(startup, scope=scratch)
@@ -514,6 +517,7 @@ class Strategy:
                 scope.var(name).get_tensor().set(np.array(tensor), concrete_place(tensor._place(), self._place))
                 self._initialized.add(name)
             scratch.erase([name])
+        release_freed_memory()
 
 
 def concrete_place(place, default):

@@ -15,7 +15,8 @@ weights quantized ahead of time per output column (:mod:`..weights.quantize`), e
 quantized on its own range at every call, and oneDNN's AVX512-VNNI / AMX kernels for the product.
 
 ``bert_linear`` (``linear_op.cc``) is a dense layer, ``out[M, N] = x[M, K] · w[K, N] + b[N]``, whose
-forward and backward run on the oneDNN library inside Paddle's wheel (AVX-512 / AMX kernels).
+forward and backward run on the oneDNN library inside Paddle's wheel (AVX-512 / AMX kernels); it can
+apply GELU to its input, recomputed in the backward pass instead of kept (the feed-forward output).
 Paddle 3.3.1's own training matmuls run on its bundled MKL (an AVX2 path at best on AMD CPUs) and its
 bias gradient is a slow column reduction; its oneDNN kernels give wrong gradients in training.
 With ``bf16=True`` the op's products round their inputs to bfloat16 and accumulate in float32:
@@ -63,19 +64,21 @@ _lock = threading.Lock()
 _state = {"available": None}
 
 
-def linear(x, weight, bias, bf16=False):
-    """``x · weight + bias`` for ``x`` ``[M, K]`` float32, ``weight`` ``[K, N]``, ``bias`` ``[N]``.
+def linear(x, weight, bias, bf16=False, gelu_input=False):
+    """``x · weight + bias`` for ``x`` ``[M, K]`` float32, ``weight`` ``[K, N]``, ``bias`` ``[N]``;
+    ``gelu(x) · weight + bias`` (the exact, erf GELU) when ``gelu_input``.
 
     Runs ``bert_linear`` where it is available (static programs and dynamic mode alike), else
-    ``paddle.nn.functional.linear``, which has no bf16 mode: ``bf16`` then changes nothing.
+    ``paddle.nn.functional.linear`` (after ``gelu``), which has no bf16 mode: ``bf16`` then changes
+    nothing. The op keeps only ``x`` for its backward pass and computes ``gelu(x)`` again there.
     """
     if len(x.shape) == 2 and available():
         from paddle import _C_ops
 
-        return _C_ops._run_custom_op(LINEAR_OP, x, weight, bias, bool(bf16))[0]
+        return _C_ops._run_custom_op(LINEAR_OP, x, weight, bias, bool(bf16), bool(gelu_input))[0]
     import paddle.nn.functional as F
 
-    return F.linear(x, weight, bias)
+    return F.linear(F.gelu(x) if gelu_input else x, weight, bias)
 
 
 def linear_int8(x, factor, weight, scale, shift, bias, gelu=False):

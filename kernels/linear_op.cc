@@ -10,9 +10,16 @@
 // accumulate in float32 (mixed precision, as torch.autocast does for linear layers); every
 // tensor stays float32 in the program. Needs avx512_bf16 or amx_bf16 for speed.
 //
+// Attribute gelu_input: out = gelu(x) . w + b, with the exact (erf) GELU, for the feed-forward
+// output layer. gelu(x) lives only inside each call: the backward pass computes it again from x,
+// so a training program keeps one [rows, 4096] activation per layer instead of two (16.8 MB a
+// layer at 8 x 128 tokens), and GELU and its gradient run on oneDNN's vectorized, multi-threaded
+// eltwise kernels instead of Paddle's single-threaded ones.
+//
 // Threads: MathThreads() (threads.h), raised for the op's own calls only (onednn.h).
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "onednn.h"
@@ -38,6 +45,43 @@ void MatMul(const Matrix &a, const Matrix &b, const float *bias, float *dst, int
   Memory bias_mem(bias_desc, const_cast<float *>(bias));
   if (bias) args.push_back({kArgBias, bias_mem.mem});
   matmul.Run(args);
+}
+
+// g[n] = gelu(x[n]), the exact (erf) GELU, for n float32 values.
+void Gelu(const float *x, float *g, int64_t n) {
+  Desc desc({n}, kF32);
+  dnnl_primitive_desc_t pd = nullptr;
+  Check(dnnl_eltwise_forward_primitive_desc_create(&pd, GetRuntime().engine, kForwardTraining, kEltwiseGeluErf,
+                                                   desc.md, desc.md, 0.0f, 0.0f, nullptr),
+        "GELU descriptor");
+  Primitive gelu(pd);
+  Memory src(desc, const_cast<float *>(x)), dst(desc, g);
+  gelu.Run({{kArgSrc, src.mem}, {kArgDst, dst.mem}});
+}
+
+// grad[n] *= gelu'(x[n]), in place: the gradient through the GELU of x.
+void GeluBackward(const float *x, float *grad, int64_t n) {
+  Desc desc({n}, kF32);
+  dnnl_primitive_desc_t hint = nullptr, pd = nullptr;
+  Runtime &rt = GetRuntime();
+  Check(dnnl_eltwise_forward_primitive_desc_create(&hint, rt.engine, kForwardTraining, kEltwiseGeluErf, desc.md,
+                                                   desc.md, 0.0f, 0.0f, nullptr),
+        "GELU descriptor");
+  Primitive forward(hint);  // Owns the hint.
+  Check(dnnl_eltwise_backward_primitive_desc_create(&pd, rt.engine, kEltwiseGeluErf, desc.md, desc.md, desc.md, 0.0f,
+                                                    0.0f, hint, nullptr),
+        "GELU gradient descriptor");
+  Primitive backward(pd);
+  Memory src(desc, const_cast<float *>(x)), diff(desc, grad);
+  backward.Run({{kArgSrc, src.mem}, {kArgDiffDst, diff.mem}, {kArgDiffSrc, diff.mem}});
+}
+
+// The layer's input as its products read it: gelu(x) in `storage` when `gelu_input`, else x.
+const float *LayerInput(const paddle::Tensor &x, bool gelu_input, std::unique_ptr<float[]> *storage) {
+  if (!gelu_input) return x.data<float>();
+  storage->reset(new float[x.numel()]);  // Left uninitialised: GELU writes every value.
+  Gelu(x.data<float>(), storage->get(), x.numel());
+  return storage->get();
 }
 
 // A bfloat16 copy of the float32 matrix `m` (same layout), in `storage`.
@@ -72,21 +116,23 @@ void CheckInputs(const paddle::Tensor &x, const paddle::Tensor &w) {
 }  // namespace
 
 std::vector<paddle::Tensor> BertLinearForward(const paddle::Tensor &x, const paddle::Tensor &w,
-                                              const paddle::Tensor &b, bool bf16) {
+                                              const paddle::Tensor &b, bool bf16, bool gelu_input) {
   CheckInputs(x, w);
   MathThreadsScope threads;
   int64_t m = x.shape()[0], k = x.shape()[1], n = w.shape()[1];
   auto out = paddle::empty({m, n}, paddle::DataType::FLOAT32, paddle::CPUPlace());
   if (m == 0) return {out};
+  std::unique_ptr<float[]> activated;
+  const float *input = LayerInput(x, gelu_input, &activated);
   std::vector<uint16_t> x16, w16;
-  Matrix xm = Operand({const_cast<float *>(x.data<float>()), m, k, false, kF32}, bf16, &x16);
+  Matrix xm = Operand({const_cast<float *>(input), m, k, false, kF32}, bf16, &x16);
   Matrix wm = Operand({const_cast<float *>(w.data<float>()), k, n, false, kF32}, bf16, &w16);
   MatMul(xm, wm, b.data<float>(), out.data<float>(), n);
   return {out};
 }
 
 std::vector<paddle::Tensor> BertLinearBackward(const paddle::Tensor &x, const paddle::Tensor &w,
-                                               const paddle::Tensor &out_grad, bool bf16) {
+                                               const paddle::Tensor &out_grad, bool bf16, bool gelu_input) {
   CheckInputs(x, w);
   MathThreadsScope threads;
   int64_t m = x.shape()[0], k = x.shape()[1], n = w.shape()[1];
@@ -98,14 +144,22 @@ std::vector<paddle::Tensor> BertLinearBackward(const paddle::Tensor &x, const pa
     std::memset(b_grad.data<float>(), 0, sizeof(float) * n);
     return {x_grad, w_grad, b_grad};
   }
-  std::vector<uint16_t> x16, w16, g16, ones16;
+  std::vector<uint16_t> w16, g16;
   Matrix g = Operand({const_cast<float *>(out_grad.data<float>()), m, n, false, kF32}, bf16, &g16);
-  // dx = dy . w^T
+  {  // dw = input^T . dy; gelu(x) is made again for it in x_grad's memory, which dx overwrites below.
+    const float *input = x.data<float>();
+    if (gelu_input) {
+      Gelu(input, x_grad.data<float>(), m * k);
+      input = x_grad.data<float>();
+    }
+    std::vector<uint16_t> x16;
+    Matrix xt = Operand({const_cast<float *>(input), m, k, true, kF32}, bf16, &x16);
+    MatMul(xt, g, nullptr, w_grad.data<float>(), n);
+  }
+  // dx = dy . w^T (times gelu'(x))
   Matrix wt = Operand({const_cast<float *>(w.data<float>()), k, n, true, kF32}, bf16, &w16);
   MatMul(g, wt, nullptr, x_grad.data<float>(), k);
-  // dw = x^T . dy
-  Matrix xt = Operand({const_cast<float *>(x.data<float>()), m, k, true, kF32}, bf16, &x16);
-  MatMul(xt, g, nullptr, w_grad.data<float>(), n);
+  if (gelu_input) GeluBackward(x.data<float>(), x_grad.data<float>(), m * k);
   // db = 1^T . dy, the column sums, in float32 whatever the mode.
   std::vector<float> ones(static_cast<size_t>(m), 1.0f);
   Matrix g32{const_cast<float *>(out_grad.data<float>()), m, n, false, kF32};
@@ -132,7 +186,7 @@ std::vector<paddle::DataType> BertLinearInferDtype(const paddle::DataType &x, co
 PD_BUILD_OP(bert_linear)
     .Inputs({"X", "W", "B"})
     .Outputs({"Out"})
-    .Attrs({"bf16: bool"})
+    .Attrs({"bf16: bool", "gelu_input: bool"})
     .SetKernelFn(PD_KERNEL(BertLinearForward))
     .SetInferShapeFn(PD_INFER_SHAPE(BertLinearInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(BertLinearInferDtype));
@@ -140,6 +194,6 @@ PD_BUILD_OP(bert_linear)
 PD_BUILD_GRAD_OP(bert_linear)
     .Inputs({"X", "W", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("W"), paddle::Grad("B")})
-    .Attrs({"bf16: bool"})
+    .Attrs({"bf16: bool", "gelu_input: bool"})
     .SetKernelFn(PD_KERNEL(BertLinearBackward))
     .SetInferShapeFn(PD_INFER_SHAPE(BertLinearGradInferShape));

@@ -65,6 +65,16 @@ dnnl_status_t dnnl_matmul_primitive_desc_create(dnnl_primitive_desc_t *pd, dnnl_
 dnnl_status_t dnnl_reorder_primitive_desc_create(dnnl_primitive_desc_t *pd, const_dnnl_memory_desc_t src,
                                                  dnnl_engine_t src_engine, const_dnnl_memory_desc_t dst,
                                                  dnnl_engine_t dst_engine, const_dnnl_primitive_attr_t attr);
+dnnl_status_t dnnl_eltwise_forward_primitive_desc_create(dnnl_primitive_desc_t *pd, dnnl_engine_t engine, int prop_kind,
+                                                        int alg_kind, const_dnnl_memory_desc_t src,
+                                                        const_dnnl_memory_desc_t dst, float alpha, float beta,
+                                                        const_dnnl_primitive_attr_t attr);
+dnnl_status_t dnnl_eltwise_backward_primitive_desc_create(dnnl_primitive_desc_t *pd, dnnl_engine_t engine, int alg_kind,
+                                                         const_dnnl_memory_desc_t diff_src,
+                                                         const_dnnl_memory_desc_t diff_dst,
+                                                         const_dnnl_memory_desc_t data, float alpha, float beta,
+                                                         const_dnnl_primitive_desc_t hint_fwd_pd,
+                                                         const_dnnl_primitive_attr_t attr);
 dnnl_status_t dnnl_primitive_desc_destroy(dnnl_primitive_desc_t pd);
 dnnl_status_t dnnl_primitive_create(dnnl_primitive_t *primitive, const_dnnl_primitive_desc_t pd);
 dnnl_status_t dnnl_primitive_destroy(dnnl_primitive_t primitive);
@@ -90,6 +100,8 @@ constexpr int kF32 = 3;           // dnnl_f32
 constexpr int kS8 = 5;            // dnnl_s8
 constexpr int kU8 = 6;            // dnnl_u8
 constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgBias = 41;
+constexpr int kArgDiffSrc = 129, kArgDiffDst = 145;  // DNNL_ARG_DIFF_SRC, DNNL_ARG_DIFF_DST
+constexpr int kForwardTraining = 64;                 // dnnl_forward_training
 constexpr int kArgSrc1 = 2;                 // DNNL_ARG_SRC_1, a binary post-op's operand
 constexpr int kArgAttrScales = 4096;        // DNNL_ARG_ATTR_SCALES
 constexpr int kArgPostOpBase = 32768;       // DNNL_ARG_ATTR_MULTIPLE_POST_OP_BASE

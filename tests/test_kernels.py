@@ -28,10 +28,10 @@ def _operands(m, k, n, seed=0):
             rng.standard_normal(n).astype(np.float32), rng.standard_normal((m, n)).astype(np.float32))
 
 
-def _run(x, w, b, out_grad, bf16=False):
+def _run(x, w, b, out_grad, bf16=False, gelu_input=False):
     """``kernels.linear`` in dynamic mode: the output and the gradients of ``sum(out * out_grad)``."""
     tensors = [paddle.to_tensor(a, stop_gradient=False) for a in (x, w, b)]
-    out = kernels.linear(*tensors, bf16=bf16)
+    out = kernels.linear(*tensors, bf16=bf16, gelu_input=gelu_input)
     (out * paddle.to_tensor(out_grad)).sum().backward()
     return [out.numpy()] + [t.grad.numpy() for t in tensors]
 
@@ -53,6 +53,27 @@ def test_kernel_matches_the_float64_reference_and_the_fallback(shape, monkeypatc
         scale = np.abs(want).max()
         assert np.abs(got - want).max() <= 1e-5 * scale, name
         assert np.abs(got - fallback_value).max() <= 1e-5 * scale, name
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [(7, 5, 3), (96, 256, 64)])
+def test_gelu_input_matches_torch_float64_and_the_fallback(shape, monkeypatch):
+    """``gelu(x) · w + b``: the forward pass and the gradients, the GELU's recomputed one included."""
+    torch = pytest.importorskip("torch")
+    x, w, b, g = _operands(*shape, seed=3)
+    x *= 2  # GELU's bend lies within a few units of 0.
+    assert kernels.available()
+    ours = _run(x, w, b, g, gelu_input=True)
+    monkeypatch.setitem(kernels._state, "available", False)
+    plain = _run(x, w, b, g, gelu_input=True)
+    tensors = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b)]
+    out = torch.nn.functional.gelu(tensors[0]) @ tensors[1] + tensors[2]
+    (out * torch.tensor(g, dtype=torch.float64)).sum().backward()
+    want = [out.detach().numpy()] + [t.grad.numpy() for t in tensors]
+    for name, got, fallback_value, reference in zip(("out", "dx", "dw", "db"), ours, plain, want):
+        tolerance = 1e-5 * np.abs(reference).max()
+        assert np.abs(got - reference).max() <= tolerance, name
+        assert np.abs(got - fallback_value).max() <= tolerance, name
 
 
 @needs_kernel
