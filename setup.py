@@ -22,7 +22,8 @@ setuptools.setup(
     packages=[PACKAGE] + [f"{PACKAGE}.{sub}" for sub in SUBPACKAGES],
     package_data={PACKAGE: ["assets/vocab.txt", "assets/bert_config.json", "assets/calibration.txt"],
                   f"{PACKAGE}.kernels": ["linear_op.cc", "linear_int8_op.cc", "adamw_op.cc", "layer_norm_op.cc",
-                                         "dropout_op.cc", "onednn.h", "threads.h"]},  # Compiled on first use.
+                                         "dropout_op.cc", "attention_op.cc", "onednn.h", "threads.h",
+                                         "dropout_mask.h"]},  # Compiled on first use.
     install_requires=[
         # The static graph (PIR), the inference passes and the 1.x tensor format this package relies on
         # were measured on exactly this release (see ../shared/STACK.md). GPU users install

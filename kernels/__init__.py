@@ -7,6 +7,10 @@ runs on one thread); :class:`..finetune.adamw.AdamW` emits it instead of ``adamw
 every core (Paddle's draws each element's number on one thread); its seed comes from Paddle's CPU
 generator, so ``paddle.seed`` makes runs repeat, though its masks differ from Paddle's.
 
+``bert_attention`` (``attention_op.cc``) is the core of BERT's self-attention (scores, softmax,
+dropout, the weighted sum of values) in one op that keeps only its inputs and a dropout seed for the
+backward pass, and computes the attention probabilities again there.
+
 ``bert_layer_norm`` (``layer_norm_op.cc``) is layer normalization over the last axis of ``[M, N]``
 rows, forward and backward on every core (Paddle's ``layer_norm_grad`` runs on one thread).
 
@@ -26,8 +30,8 @@ The ops are built into one library, once per Paddle installation and source (und
 g++), into ``<cache dir>/kernels``. Where it can't be built or used -- no compiler, Paddle without
 oneDNN, a GPU present, or ``BERT_CASED_L_24_H_1024_A_16_KERNELS=0`` -- :func:`linear` runs Paddle's
 matmul and add, :func:`linear_int8` the same quantized arithmetic in Paddle's float32 ops (slowly),
-:func:`layer_norm` Paddle's ``layer_norm``, :func:`dropout` Paddle's ``dropout`` and the optimizer
-Paddle's ``adamw_``: the same numbers in float32 (within rounding; dropout draws other
+:func:`layer_norm` Paddle's ``layer_norm``, :func:`dropout` Paddle's ``dropout``, the network its
+attention in Paddle's ops and the optimizer Paddle's ``adamw_``: the same numbers in float32 (within rounding; dropout draws other
 masks from the same distribution), no bf16.
 """
 
@@ -39,8 +43,8 @@ import sys
 import tempfile
 import threading
 
-__all__ = ["ADAMW_OP", "DROPOUT_OP", "KERNELS_ENV", "LAYER_NORM_OP", "LINEAR_INT8_OP", "LINEAR_OP",
-           "TRAINING_PRECISIONS", "adamw_", "available", "check_training_precision", "dropout", "layer_norm",
+__all__ = ["ADAMW_OP", "ATTENTION_OP", "DROPOUT_OP", "KERNELS_ENV", "LAYER_NORM_OP", "LINEAR_INT8_OP", "LINEAR_OP",
+           "TRAINING_PRECISIONS", "adamw_", "attention", "available", "check_training_precision", "dropout", "layer_norm",
            "linear", "linear_int8", "set_linear_precision"]
 
 log = logging.getLogger(__name__)
@@ -51,12 +55,13 @@ LINEAR_INT8_OP = "bert_linear_int8"
 ADAMW_OP = "bert_adamw"
 LAYER_NORM_OP = "bert_layer_norm"
 DROPOUT_OP = "bert_dropout"
+ATTENTION_OP = "bert_attention"
 #: ``"bf16"``: mixed precision, the dense layers' products in bfloat16 with float32 sums and weights.
 TRAINING_PRECISIONS = ("fp32", "bf16")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCES = tuple(os.path.join(_HERE, name) for name in ("linear_op.cc", "linear_int8_op.cc", "adamw_op.cc",
-                                                             "layer_norm_op.cc", "dropout_op.cc"))
-_HEADERS = tuple(os.path.join(_HERE, name) for name in ("onednn.h", "threads.h"))
+                                                             "layer_norm_op.cc", "dropout_op.cc", "attention_op.cc"))
+_HEADERS = tuple(os.path.join(_HERE, name) for name in ("onednn.h", "threads.h", "dropout_mask.h"))
 # The PIR names of the op and of its gradient op in a program.
 _PROGRAM_OP_NAMES = (f"custom_op.{LINEAR_OP}", f"custom_op.{LINEAR_OP}_grad")
 
@@ -107,6 +112,21 @@ def linear_int8(x, factor, weight, scale, shift, bias, gelu=False):
     integers = paddle.round(x / step)
     out = paddle.matmul(integers, weight.astype("float32")) * (step * scale) + bias
     return F.gelu(out) if gelu else out
+
+
+def attention(q, k, v, bias, num_heads, p):
+    """BERT's self-attention core on ``bert_attention``; call only when :func:`available`.
+
+    ``q``, ``k``, ``v``: ``[batch*seq, heads*head_size]`` float32 rows (the projections' outputs);
+    ``bias``: ``[batch, 1, 1, seq]``, added to the scores. Returns ``[batch*seq, heads*head_size]``:
+    ``dropout(softmax(q_h · k_hᵀ / sqrt(head_size) + bias), p) · v_h`` for each head ``h``, side by
+    side. The op keeps ``q``, ``k``, ``v`` and its dropout seed for the backward pass and computes the
+    probabilities again there. In a static program its ``is_test`` attribute (set by
+    ``network.inference_clone``) turns dropout off.
+    """
+    from paddle import _C_ops
+
+    return _C_ops._run_custom_op(ATTENTION_OP, q, k, v, bias, int(num_heads), float(p), False)[0]
 
 
 def layer_norm(x, scale, bias, epsilon):
@@ -222,7 +242,7 @@ def _load():
         log.warning("could not build this package's training kernels (%s); training runs on Paddle's own "
                     "operators (Paddle's matmul), slower", error)
         return False
-    return {LINEAR_OP, LINEAR_INT8_OP, ADAMW_OP, LAYER_NORM_OP, DROPOUT_OP} <= set(names)
+    return {LINEAR_OP, LINEAR_INT8_OP, ADAMW_OP, LAYER_NORM_OP, DROPOUT_OP, ATTENTION_OP} <= set(names)
 
 
 def _build(library):

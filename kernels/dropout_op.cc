@@ -1,29 +1,17 @@
 // bert_dropout: dropout with upscaling in training (Paddle's default mode), forward and backward, on
 // MathThreads() threads (threads.h). Paddle 3.3.1's CPU dropout draws every element's number from one
 // std::mt19937 on one thread: 8 % of a 128-token BERT-Large training step on 2 cores.
-//   mask = (u >= p), out = x * mask / (1 - p), dx = dy * mask / (1 - p)
-// u: 16-bit uniform numbers, four from each splitmix64 hash of (seed, element index / 4), so the mask
-// depends on the seed and the element only, not on the thread count. The seed is drawn from Paddle's
-// CPU generator at every call, so paddle.seed() makes runs repeat. The keep threshold is p rounded to
-// 1/65536. is_test (set by network.inference_clone): out = x, and the mask is left unset.
+//   mask = kept (dropout_mask.h), out = x * mask / (1 - p), dx = dy * mask / (1 - p)
+// The seed is drawn from Paddle's CPU generator at every call, so paddle.seed() makes runs repeat.
+// is_test (set by network.inference_clone): out = x, and the mask is left unset.
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
+#include "dropout_mask.h"
 #include "paddle/extension.h"
 #include "paddle/phi/core/generator.h"
 #include "threads.h"
-
-namespace {
-
-inline uint64_t SplitMix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-}  // namespace
 
 std::vector<paddle::Tensor> BertDropoutForward(const paddle::Tensor &x, float p, bool is_test) {
   PD_CHECK(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32, "bert_dropout takes float32 CPU tensors");
@@ -38,20 +26,12 @@ std::vector<paddle::Tensor> BertDropoutForward(const paddle::Tensor &x, float p,
     return {out, mask};
   }
   const uint64_t seed = phi::DefaultCPUGenerator()->Random64();
-  const uint32_t threshold = static_cast<uint32_t>(static_cast<double>(p) * 65536.0 + 0.5);
+  const uint32_t threshold = DropoutThreshold(p);
   const float scale = 1.0f / (1.0f - p);
   uint8_t *keep = mask.data<uint8_t>();
-  const int64_t groups = (n + 3) / 4;
-  ParallelBlocks(groups, n >= (1 << 15), [&](int64_t begin, int64_t end, int) {
-    for (int64_t g = begin; g < end; ++g) {
-      uint64_t bits = SplitMix64(seed ^ (static_cast<uint64_t>(g) * 0xd1b54a32d192ed03ULL));
-      const int64_t last = std::min<int64_t>(n, 4 * g + 4);
-      for (int64_t i = 4 * g; i < last; ++i, bits >>= 16) {
-        const uint8_t kept = static_cast<uint32_t>(bits & 0xffff) >= threshold;
-        keep[i] = kept;
-        ys[i] = kept ? xs[i] * scale : 0.0f;
-      }
-    }
+  ParallelBlocks(n, n >= (1 << 15), [&](int64_t begin, int64_t end, int) {
+    FillKeepMask(seed, threshold, begin, end, keep + begin);
+    for (int64_t i = begin; i < end; ++i) ys[i] = keep[i] ? xs[i] * scale : 0.0f;
   });
   return {out, mask};
 }

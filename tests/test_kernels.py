@@ -240,3 +240,39 @@ def test_adamw_falls_back_to_paddles_update_without_the_kernels(fallback):
     assert "pd_op.adamw_" in our_ops and "custom_op.bert_adamw_" not in our_ops
     for name in ours:
         np.testing.assert_array_equal(ours[name], theirs[name])
+
+
+@needs_kernel
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_attention_kernel_matches_torch_float64(p):
+    """``bert_attention``'s output and gradients, with padded keys and with dropout: its mask is
+    ``bert_dropout``'s over the ``[batch, heads, seq, seq]`` probabilities after the same seed."""
+    torch = pytest.importorskip("torch")
+    batch, seq, heads, head_size = 3, 7, 3, 5  # 441 probabilities: dropout's groups of four don't divide them
+    rng = np.random.default_rng(4)
+    q, k, v, out_grad = (rng.standard_normal((batch * seq, heads * head_size)).astype(np.float32) for _ in range(4))
+    mask = np.ones((batch, seq), np.float32)
+    mask[1, 5:] = mask[2, 2:] = 0
+    bias = ((1 - mask) * -10000.0).reshape(batch, 1, 1, seq).astype(np.float32)
+    assert kernels.available()
+    paddle.seed(7)
+    tensors = [paddle.to_tensor(a, stop_gradient=False) for a in (q, k, v)]
+    out = kernels.attention(*tensors, paddle.to_tensor(bias), heads, p)
+    (out * paddle.to_tensor(out_grad)).sum().backward()
+    got = [out.numpy()] + [t.grad.numpy() for t in tensors]
+    paddle.seed(7)
+    kept = kernels.dropout(paddle.ones([batch, heads, seq, seq]), p).numpy() if p else 1.0
+
+    def split(rows):
+        return rows.reshape(batch, seq, heads, head_size).permute(0, 2, 1, 3)
+
+    reference = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (q, k, v)]
+    scores = split(reference[0]) @ split(reference[1]).transpose(-1, -2) / head_size ** 0.5 + torch.tensor(bias)
+    probs = torch.softmax(scores, dim=-1) * torch.as_tensor(kept, dtype=torch.float64)
+    want = (probs @ split(reference[2])).permute(0, 2, 1, 3).reshape(batch * seq, heads * head_size)
+    (want * torch.tensor(out_grad, dtype=torch.float64)).sum().backward()
+    want = [want.detach().numpy()] + [t.grad.numpy() for t in reference]
+    for name, value, expected in zip(("out", "dq", "dk", "dv"), got, want):
+        assert np.abs(value - expected).max() <= 1e-5 * np.abs(expected).max(), name
+    if p:  # the mask dropped something, and the kept probabilities were scaled up
+        assert 0 < np.mean(kept == 0) < 0.6 and np.allclose(kept[kept > 0], 1 / (1 - p))
