@@ -41,6 +41,22 @@ def _reference(x, w, b, out_grad):
     return [x @ w + b, g @ w.T, x.T @ g, g.sum(axis=0)]
 
 
+def _torch_float64(function, arrays, out_grad):
+    """``function`` of float64 torch copies of ``arrays``: its output and the gradients of ``sum(out * out_grad)``."""
+    import torch
+
+    tensors = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in arrays]
+    out = function(*tensors)
+    (out * torch.tensor(out_grad, dtype=torch.float64)).sum().backward()
+    return [out.detach().numpy()] + [t.grad.numpy() for t in tensors]
+
+
+def _assert_close(names, got, want, tolerance=1e-5):
+    """Each array of ``got`` within ``tolerance`` times the largest magnitude of the same array of ``want``."""
+    for name, value, reference in zip(names, got, want):
+        assert np.abs(value - reference).max() <= tolerance * np.abs(reference).max(), name
+
+
 @needs_kernel
 @pytest.mark.parametrize("shape", [(7, 5, 3), (64, 96, 80), (1, 33, 17)])
 def test_kernel_matches_the_float64_reference_and_the_fallback(shape, monkeypatch):
@@ -49,10 +65,9 @@ def test_kernel_matches_the_float64_reference_and_the_fallback(shape, monkeypatc
     ours = _run(x, w, b, g)
     monkeypatch.setitem(kernels._state, "available", False)
     plain = _run(x, w, b, g)
-    for name, got, fallback_value, want in zip(("out", "dx", "dw", "db"), ours, plain, _reference(x, w, b, g)):
-        scale = np.abs(want).max()
-        assert np.abs(got - want).max() <= 1e-5 * scale, name
-        assert np.abs(got - fallback_value).max() <= 1e-5 * scale, name
+    want = _reference(x, w, b, g)
+    _assert_close(("out", "dx", "dw", "db"), ours, want)
+    _assert_close(("out", "dx", "dw", "db"), plain, want)
 
 
 @needs_kernel
@@ -66,14 +81,9 @@ def test_gelu_input_matches_torch_float64_and_the_fallback(shape, monkeypatch):
     ours = _run(x, w, b, g, gelu_input=True)
     monkeypatch.setitem(kernels._state, "available", False)
     plain = _run(x, w, b, g, gelu_input=True)
-    tensors = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b)]
-    out = torch.nn.functional.gelu(tensors[0]) @ tensors[1] + tensors[2]
-    (out * torch.tensor(g, dtype=torch.float64)).sum().backward()
-    want = [out.detach().numpy()] + [t.grad.numpy() for t in tensors]
-    for name, got, fallback_value, reference in zip(("out", "dx", "dw", "db"), ours, plain, want):
-        tolerance = 1e-5 * np.abs(reference).max()
-        assert np.abs(got - reference).max() <= tolerance, name
-        assert np.abs(got - fallback_value).max() <= tolerance, name
+    want = _torch_float64(lambda x, w, b: torch.nn.functional.gelu(x) @ w + b, (x, w, b), g)
+    _assert_close(("out", "dx", "dw", "db"), ours, want)
+    _assert_close(("out", "dx", "dw", "db"), plain, want)
 
 
 @needs_kernel
@@ -95,14 +105,10 @@ def test_layer_norm_kernel_matches_torch_float64_and_the_fallback(shape, monkeyp
     got = ours()
     monkeypatch.setitem(kernels._state, "available", False)
     plain = ours()
-    tensors = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, scale, bias)]
-    out = torch.nn.functional.layer_norm(tensors[0], shape[1:], tensors[1], tensors[2], eps=1e-12)
-    (out * torch.tensor(out_grad, dtype=torch.float64)).sum().backward()
-    want = [out.detach().numpy()] + [t.grad.numpy() for t in tensors]
-    for name, value, fallback_value, reference in zip(("y", "dx", "dscale", "dbias"), got, plain, want):
-        tolerance = 1e-5 * np.abs(reference).max()
-        assert np.abs(value - reference).max() <= tolerance, name
-        assert np.abs(value - fallback_value).max() <= tolerance, name
+    want = _torch_float64(lambda x, scale, bias: torch.nn.functional.layer_norm(x, shape[1:], scale, bias, eps=1e-12),
+                          (x, scale, bias), out_grad)
+    _assert_close(("y", "dx", "dscale", "dbias"), got, want)
+    _assert_close(("y", "dx", "dscale", "dbias"), plain, want)
 
 
 @needs_kernel
@@ -266,13 +272,11 @@ def test_attention_kernel_matches_torch_float64(p):
     def split(rows):
         return rows.reshape(batch, seq, heads, head_size).permute(0, 2, 1, 3)
 
-    reference = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (q, k, v)]
-    scores = split(reference[0]) @ split(reference[1]).transpose(-1, -2) / head_size ** 0.5 + torch.tensor(bias)
-    probs = torch.softmax(scores, dim=-1) * torch.as_tensor(kept, dtype=torch.float64)
-    want = (probs @ split(reference[2])).permute(0, 2, 1, 3).reshape(batch * seq, heads * head_size)
-    (want * torch.tensor(out_grad, dtype=torch.float64)).sum().backward()
-    want = [want.detach().numpy()] + [t.grad.numpy() for t in reference]
-    for name, value, expected in zip(("out", "dq", "dk", "dv"), got, want):
-        assert np.abs(value - expected).max() <= 1e-5 * np.abs(expected).max(), name
+    def attention(q, k, v):
+        scores = split(q) @ split(k).transpose(-1, -2) / head_size ** 0.5 + torch.tensor(bias)
+        probs = torch.softmax(scores, dim=-1) * torch.as_tensor(kept, dtype=torch.float64)
+        return (probs @ split(v)).permute(0, 2, 1, 3).reshape(batch * seq, heads * head_size)
+
+    _assert_close(("out", "dq", "dk", "dv"), got, _torch_float64(attention, (q, k, v), out_grad))
     if p:  # the mask dropped something, and the kept probabilities were scaled up
         assert 0 < np.mean(kept == 0) < 0.6 and np.allclose(kept[kept > 0], 1 / (1 - p))
