@@ -24,7 +24,9 @@ apply GELU to its input, recomputed in the backward pass instead of kept (the fe
 Paddle 3.3.1's own training matmuls run on its bundled MKL (an AVX2 path at best on AMD CPUs) and its
 bias gradient is a slow column reduction; its oneDNN kernels give wrong gradients in training.
 With ``bf16=True`` the op's products round their inputs to bfloat16 and accumulate in float32:
-mixed precision for the dense layers only, every tensor in the program stays float32.
+mixed precision for the dense layers only; weights, gradients and activations stay float32, and a
+bfloat16 copy of each weight matrix lives from its forward pass to its backward pass (one conversion
+a step instead of two).
 
 The ops are built into one library, once per Paddle installation and source (under a minute, with
 g++), into ``<cache dir>/kernels``. Where it can't be built or used -- no compiler, Paddle without

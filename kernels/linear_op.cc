@@ -8,7 +8,8 @@
 //
 // Attribute bf16: the products read x, w and the output gradient rounded to bfloat16 and
 // accumulate in float32 (mixed precision, as torch.autocast does for linear layers); every
-// tensor stays float32 in the program. Needs avx512_bf16 or amx_bf16 for speed.
+// tensor in the program stays float32 except output W16, the bfloat16 weights the forward pass
+// made, which the backward pass reuses ([0, 0] in fp32 mode). Needs avx512_bf16 or amx_bf16 for speed.
 //
 // Attribute gelu_input: out = gelu(x) . w + b, with the exact (erf) GELU, for the feed-forward
 // output layer. gelu(x) lives only inside each call: the backward pass computes it again from x,
@@ -85,10 +86,9 @@ const float *LayerInput(const paddle::Tensor &x, bool gelu_input, std::unique_pt
 }
 
 // A bfloat16 copy of the float32 matrix `m` (same layout), in `storage`.
-Matrix ToBf16(const Matrix &m, std::vector<uint16_t> *storage) {
-  storage->resize(static_cast<size_t>(m.rows * m.cols));
+Matrix ToBf16(const Matrix &m, uint16_t *storage) {
   Matrix plain{m.data, m.rows, m.cols, false, kF32};
-  Matrix half{storage->data(), m.rows, m.cols, false, kBf16};
+  Matrix half{storage, m.rows, m.cols, false, kBf16};
   Desc src(plain), dst(half);
   dnnl_primitive_desc_t pd = nullptr;
   Runtime &rt = GetRuntime();
@@ -101,8 +101,10 @@ Matrix ToBf16(const Matrix &m, std::vector<uint16_t> *storage) {
 }
 
 // In bf16 mode, `m` rounded to bfloat16 (kept in `storage`); else `m` itself.
-Matrix Operand(const Matrix &m, bool bf16, std::vector<uint16_t> *storage) {
-  return bf16 ? ToBf16(m, storage) : m;
+Matrix Operand(const Matrix &m, bool bf16, std::unique_ptr<uint16_t[]> *storage) {
+  if (!bf16) return m;
+  storage->reset(new uint16_t[m.rows * m.cols]);  // Left uninitialised: the reorder writes every value.
+  return ToBf16(m, storage->get());
 }
 
 void CheckInputs(const paddle::Tensor &x, const paddle::Tensor &w) {
@@ -121,18 +123,23 @@ std::vector<paddle::Tensor> BertLinearForward(const paddle::Tensor &x, const pad
   MathThreadsScope threads;
   int64_t m = x.shape()[0], k = x.shape()[1], n = w.shape()[1];
   auto out = paddle::empty({m, n}, paddle::DataType::FLOAT32, paddle::CPUPlace());
-  if (m == 0) return {out};
+  // bf16: w rounded to bfloat16, kept for the backward pass (one conversion of the weights a step
+  // instead of two); fp32: empty.
+  auto w16 = paddle::empty({bf16 ? k : 0, bf16 ? n : 0}, paddle::DataType::BFLOAT16, paddle::CPUPlace());
+  Matrix wm{const_cast<float *>(w.data<float>()), k, n, false, kF32};
+  if (bf16) wm = ToBf16(wm, reinterpret_cast<uint16_t *>(w16.data<paddle::bfloat16>()));
+  if (m == 0) return {out, w16};
   std::unique_ptr<float[]> activated;
   const float *input = LayerInput(x, gelu_input, &activated);
-  std::vector<uint16_t> x16, w16;
+  std::unique_ptr<uint16_t[]> x16;
   Matrix xm = Operand({const_cast<float *>(input), m, k, false, kF32}, bf16, &x16);
-  Matrix wm = Operand({const_cast<float *>(w.data<float>()), k, n, false, kF32}, bf16, &w16);
   MatMul(xm, wm, b.data<float>(), out.data<float>(), n);
-  return {out};
+  return {out, w16};
 }
 
 std::vector<paddle::Tensor> BertLinearBackward(const paddle::Tensor &x, const paddle::Tensor &w,
-                                               const paddle::Tensor &out_grad, bool bf16, bool gelu_input) {
+                                               const paddle::Tensor &w16, const paddle::Tensor &out_grad, bool bf16,
+                                               bool gelu_input) {
   CheckInputs(x, w);
   MathThreadsScope threads;
   int64_t m = x.shape()[0], k = x.shape()[1], n = w.shape()[1];
@@ -144,7 +151,7 @@ std::vector<paddle::Tensor> BertLinearBackward(const paddle::Tensor &x, const pa
     std::memset(b_grad.data<float>(), 0, sizeof(float) * n);
     return {x_grad, w_grad, b_grad};
   }
-  std::vector<uint16_t> w16, g16;
+  std::unique_ptr<uint16_t[]> g16;
   Matrix g = Operand({const_cast<float *>(out_grad.data<float>()), m, n, false, kF32}, bf16, &g16);
   {  // dw = input^T . dy; gelu(x) is made again for it in x_grad's memory, which dx overwrites below.
     const float *input = x.data<float>();
@@ -152,12 +159,13 @@ std::vector<paddle::Tensor> BertLinearBackward(const paddle::Tensor &x, const pa
       Gelu(input, x_grad.data<float>(), m * k);
       input = x_grad.data<float>();
     }
-    std::vector<uint16_t> x16;
+    std::unique_ptr<uint16_t[]> x16;
     Matrix xt = Operand({const_cast<float *>(input), m, k, true, kF32}, bf16, &x16);
     MatMul(xt, g, nullptr, w_grad.data<float>(), n);
   }
   // dx = dy . w^T (times gelu'(x))
-  Matrix wt = Operand({const_cast<float *>(w.data<float>()), k, n, true, kF32}, bf16, &w16);
+  Matrix wt = bf16 ? Matrix{const_cast<paddle::bfloat16 *>(w16.data<paddle::bfloat16>()), k, n, true, kBf16}
+                   : Matrix{const_cast<float *>(w.data<float>()), k, n, true, kF32};
   MatMul(g, wt, nullptr, x_grad.data<float>(), k);
   if (gelu_input) GeluBackward(x.data<float>(), x_grad.data<float>(), m * k);
   // db = 1^T . dy, the column sums, in float32 whatever the mode.
@@ -169,30 +177,31 @@ std::vector<paddle::Tensor> BertLinearBackward(const paddle::Tensor &x, const pa
 
 std::vector<std::vector<int64_t>> BertLinearInferShape(const std::vector<int64_t> &x, const std::vector<int64_t> &w,
                                                        const std::vector<int64_t> &b) {
-  return {{x[0], w[1]}};
+  return {{x[0], w[1]}, {-1, -1}};  // W16 is [K, N] in bf16 mode, [0, 0] in fp32.
 }
 
 std::vector<std::vector<int64_t>> BertLinearGradInferShape(const std::vector<int64_t> &x,
                                                            const std::vector<int64_t> &w,
+                                                           const std::vector<int64_t> &w16,
                                                            const std::vector<int64_t> &out_grad) {
   return {x, w, {w[1]}};
 }
 
 std::vector<paddle::DataType> BertLinearInferDtype(const paddle::DataType &x, const paddle::DataType &w,
                                                    const paddle::DataType &b) {
-  return {x};
+  return {x, paddle::DataType::BFLOAT16};
 }
 
 PD_BUILD_OP(bert_linear)
     .Inputs({"X", "W", "B"})
-    .Outputs({"Out"})
+    .Outputs({"Out", "W16"})
     .Attrs({"bf16: bool", "gelu_input: bool"})
     .SetKernelFn(PD_KERNEL(BertLinearForward))
     .SetInferShapeFn(PD_INFER_SHAPE(BertLinearInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(BertLinearInferDtype));
 
 PD_BUILD_GRAD_OP(bert_linear)
-    .Inputs({"X", "W", paddle::Grad("Out")})
+    .Inputs({"X", "W", "W16", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("W"), paddle::Grad("B")})
     .Attrs({"bf16: bool", "gelu_input: bool"})
     .SetKernelFn(PD_KERNEL(BertLinearBackward))
