@@ -33,8 +33,8 @@ g++), into ``<cache dir>/kernels``. Where it can't be built or used -- no compil
 oneDNN, a GPU present, or ``BERT_CASED_L_24_H_1024_A_16_KERNELS=0`` -- :func:`linear` runs Paddle's
 matmul and add, :func:`linear_int8` the same quantized arithmetic in Paddle's float32 ops (slowly),
 :func:`layer_norm` Paddle's ``layer_norm``, :func:`dropout` Paddle's ``dropout``, the network its
-attention in Paddle's ops and the optimizer Paddle's ``adamw_``: the same numbers in float32 (within rounding; dropout draws other
-masks from the same distribution), no bf16.
+attention in Paddle's ops and the optimizer Paddle's ``adamw_``: the same numbers in float32 (within
+rounding; dropout draws other masks from the same distribution), no bf16.
 """
 
 import hashlib
@@ -45,9 +45,9 @@ import sys
 import tempfile
 import threading
 
-__all__ = ["ADAMW_OP", "ATTENTION_OP", "DROPOUT_OP", "KERNELS_ENV", "LAYER_NORM_OP", "LINEAR_INT8_OP", "LINEAR_OP",
-           "TRAINING_PRECISIONS", "adamw_", "attention", "available", "check_training_precision", "dropout", "layer_norm",
-           "linear", "linear_int8", "set_linear_precision"]
+__all__ = ["ADAMW_OP", "ATTENTION_OP", "DROPOUT_OP", "KERNELS_ENV", "LAYER_NORM_OP", "LINEAR_INT8_OP",
+           "LINEAR_OP", "TRAINING_PRECISIONS", "adamw_", "attention", "available", "check_training_precision",
+           "dropout", "layer_norm", "linear", "linear_int8", "set_linear_precision"]
 
 log = logging.getLogger(__name__)
 
