@@ -65,13 +65,7 @@ Desc ViewDesc(const View &v) {
 // dst = a . b for each of the B*H pairs of matrices.
 void BatchedMatMul(const View &a, const View &b, const View &dst) {
   Desc a_desc = ViewDesc(a), b_desc = ViewDesc(b), dst_desc = ViewDesc(dst);
-  dnnl_primitive_desc_t pd = nullptr;
-  Check(dnnl_matmul_primitive_desc_create(&pd, GetRuntime().engine, a_desc.md, b_desc.md, nullptr, dst_desc.md,
-                                          nullptr),
-        "batched matmul descriptor");
-  Primitive matmul(pd);
-  Memory a_mem(a_desc, a.data), b_mem(b_desc, b.data), dst_mem(dst_desc, dst.data);
-  matmul.Run({{kArgSrc, a_mem.mem}, {kArgWeights, b_mem.mem}, {kArgDst, dst_mem.mem}});
+  RunMatMul(a_desc, a.data, b_desc, b.data, nullptr, nullptr, dst_desc, dst.data);
 }
 
 // Each row of the [B, H, S, S] `scores`, in place: softmax(row / sqrt(D) + bias[b]).

@@ -30,32 +30,27 @@ namespace {
 
 using namespace bert_onednn;  // NOLINT: this file's whole job is calling it.
 
-// dst[M, N] = a[M, K] . b[K, N] (+ bias[N]); oneDNN's primitive cache makes repeats cheap.
+// dst[M, N] = a[M, K] . b[K, N] (+ bias[N]).
 void MatMul(const Matrix &a, const Matrix &b, const float *bias, float *dst, int64_t n) {
-  Desc a_desc(a), b_desc(b);
   int64_t m = a.transposed ? a.cols : a.rows;
-  Desc dst_desc(Matrix{dst, m, n, false, kF32});
+  Desc a_desc(a), b_desc(b), dst_desc(Matrix{dst, m, n, false, kF32});
   Desc bias_desc(Matrix{const_cast<float *>(bias), 1, n, false, kF32});
+  RunMatMul(a_desc, a.data, b_desc, b.data, bias ? &bias_desc : nullptr, bias, dst_desc, dst);
+}
+
+// The exact (erf) GELU's forward primitive over the values `desc` describes.
+dnnl_primitive_desc_t GeluDescriptor(const Desc &desc) {
   dnnl_primitive_desc_t pd = nullptr;
-  Check(dnnl_matmul_primitive_desc_create(&pd, GetRuntime().engine, a_desc.md, b_desc.md,
-                                          bias ? bias_desc.md : nullptr, dst_desc.md, nullptr),
-        "matmul descriptor");
-  Primitive matmul(pd);
-  Memory a_mem(a_desc, a.data), b_mem(b_desc, b.data), dst_mem(dst_desc, dst);
-  std::vector<dnnl_exec_arg_t> args = {{kArgSrc, a_mem.mem}, {kArgWeights, b_mem.mem}, {kArgDst, dst_mem.mem}};
-  Memory bias_mem(bias_desc, const_cast<float *>(bias));
-  if (bias) args.push_back({kArgBias, bias_mem.mem});
-  matmul.Run(args);
+  Check(dnnl_eltwise_forward_primitive_desc_create(&pd, GetRuntime().engine, kForwardTraining, kEltwiseGeluErf,
+                                                   desc.md, desc.md, 0.0f, 0.0f, nullptr),
+        "GELU descriptor");
+  return pd;
 }
 
 // g[n] = gelu(x[n]), the exact (erf) GELU, for n float32 values.
 void Gelu(const float *x, float *g, int64_t n) {
   Desc desc({n}, kF32);
-  dnnl_primitive_desc_t pd = nullptr;
-  Check(dnnl_eltwise_forward_primitive_desc_create(&pd, GetRuntime().engine, kForwardTraining, kEltwiseGeluErf,
-                                                   desc.md, desc.md, 0.0f, 0.0f, nullptr),
-        "GELU descriptor");
-  Primitive gelu(pd);
+  Primitive gelu(GeluDescriptor(desc));
   Memory src(desc, const_cast<float *>(x)), dst(desc, g);
   gelu.Run({{kArgSrc, src.mem}, {kArgDst, dst.mem}});
 }
@@ -63,14 +58,10 @@ void Gelu(const float *x, float *g, int64_t n) {
 // grad[n] *= gelu'(x[n]), in place: the gradient through the GELU of x.
 void GeluBackward(const float *x, float *grad, int64_t n) {
   Desc desc({n}, kF32);
-  dnnl_primitive_desc_t hint = nullptr, pd = nullptr;
-  Runtime &rt = GetRuntime();
-  Check(dnnl_eltwise_forward_primitive_desc_create(&hint, rt.engine, kForwardTraining, kEltwiseGeluErf, desc.md,
-                                                   desc.md, 0.0f, 0.0f, nullptr),
-        "GELU descriptor");
-  Primitive forward(hint);  // Owns the hint.
-  Check(dnnl_eltwise_backward_primitive_desc_create(&pd, rt.engine, kEltwiseGeluErf, desc.md, desc.md, desc.md, 0.0f,
-                                                    0.0f, hint, nullptr),
+  Primitive forward(GeluDescriptor(desc));  // The backward descriptor's hint.
+  dnnl_primitive_desc_t pd = nullptr;
+  Check(dnnl_eltwise_backward_primitive_desc_create(&pd, GetRuntime().engine, kEltwiseGeluErf, desc.md, desc.md,
+                                                    desc.md, 0.0f, 0.0f, forward.pd, nullptr),
         "GELU gradient descriptor");
   Primitive backward(pd);
   Memory src(desc, const_cast<float *>(x)), diff(desc, grad);

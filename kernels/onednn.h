@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -228,5 +229,24 @@ struct Primitive {
     Check(dnnl_stream_wait(rt.stream), "stream wait");
   }
 };
+
+// dst = a . b (+ bias) on oneDNN's matmul, in the shapes and strides the descriptors give (matrices,
+// or batches of them); `bias` may be null. oneDNN's primitive cache makes repeated shapes cheap.
+inline void RunMatMul(const Desc &a, const void *a_data, const Desc &b, const void *b_data, const Desc *bias,
+                      const void *bias_data, const Desc &dst, void *dst_data) {
+  dnnl_primitive_desc_t pd = nullptr;
+  Check(dnnl_matmul_primitive_desc_create(&pd, GetRuntime().engine, a.md, b.md, bias ? bias->md : nullptr, dst.md,
+                                          nullptr),
+        "matmul descriptor");
+  Primitive matmul(pd);
+  Memory a_mem(a, const_cast<void *>(a_data)), b_mem(b, const_cast<void *>(b_data)), dst_mem(dst, dst_data);
+  std::vector<dnnl_exec_arg_t> args = {{kArgSrc, a_mem.mem}, {kArgWeights, b_mem.mem}, {kArgDst, dst_mem.mem}};
+  std::unique_ptr<Memory> bias_mem;
+  if (bias) {
+    bias_mem.reset(new Memory(*bias, const_cast<void *>(bias_data)));
+    args.push_back({kArgBias, bias_mem->mem});
+  }
+  matmul.Run(args);
+}
 
 }  // namespace bert_onednn
